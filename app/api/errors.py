@@ -1,0 +1,32 @@
+"""Map domain errors onto HTTP status codes, always with a {"detail": message} body."""
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.api.limits import BodyTooLarge
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.services.fetch import FetchError
+from embeddings import ImageTooLarge, NotAnImage, TextNotSupported
+
+STATUS = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidInputError: 422,
+    ImageTooLarge: 413,
+    NotAnImage: 422,
+    FetchError: 422,
+    TextNotSupported: 400,
+    BodyTooLarge: 413,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for error_type, status in STATUS.items():
+        app.add_exception_handler(error_type, _handler(status))
+
+
+def _handler(status: int):
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    return handle

@@ -1,0 +1,175 @@
+"""`sourcelens` command line: ingest, search, serve, demo, reindex."""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from app.config import Settings
+
+log = logging.getLogger("sourcelens")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    settings = _settings(args)
+    try:
+        return args.handler(args, settings)
+    except Exception as exc:  # a clean message for expected failures; the trace only with --debug
+        from app.services.errors import ServiceError
+        from embeddings import ImageError, ModelLoadError
+        from index import IndexMismatchError
+
+        if args.debug or not isinstance(exc, ServiceError | ImageError | ModelLoadError | IndexMismatchError | OSError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sourcelens", description="Reverse-image supplier search.")
+    parser.add_argument("--data-dir", type=Path, help="data directory (SOURCELENS_DATA_DIR)")
+    parser.add_argument("--model", help="embedder spec (SOURCELENS_MODEL), e.g. effnet-lite0")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (SOURCELENS_DATABASE_URL)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser("ingest", help="add or update catalogue images from a CSV manifest")
+    ingest.add_argument("manifest", type=Path)
+    ingest.set_defaults(handler=cmd_ingest)
+
+    search = commands.add_parser("search", help="rank source factories for a product photo")
+    search.add_argument("photo", type=Path)
+    search.add_argument("--top-k", type=int, default=None, help="how many factories (default 10)")
+    search.add_argument("--json", action="store_true", help="print the API's JSON body")
+    search.set_defaults(handler=cmd_search)
+
+    for name, handler, text in (
+        ("serve", cmd_serve, "serve the web page and the HTTP API"),
+        ("demo", cmd_demo, "ingest the bundled sample catalogue and serve it"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--host", help="bind address (SOURCELENS_HOST, default 127.0.0.1)")
+        command.add_argument("--port", type=int, help="port (SOURCELENS_PORT, default 8000)")
+        command.set_defaults(handler=handler)
+    commands.choices["demo"].add_argument("--no-serve", action="store_true", help="ingest only, then exit")
+
+    reindex = commands.add_parser("reindex", help="re-embed the catalogue with the configured model")
+    reindex.add_argument("--force", action="store_true", help="re-embed images already embedded by this model")
+    reindex.set_defaults(handler=cmd_reindex)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {name: getattr(args, name, None) for name in ("data_dir", "model", "database_url", "host", "port")}
+    return Settings(**{name: value for name, value in overrides.items() if value is not None})
+
+
+def _progress_bar(total: int, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, disable=not sys.stderr.isatty(), file=sys.stderr)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from app.runtime import Runtime
+    from app.services.ingest import IngestSource, ingest_rows
+    from app.services.manifest import read_manifest
+
+    rows = read_manifest(args.manifest)  # a bad header fails before the model loads
+    runtime = Runtime.start(settings)
+    try:
+        with _progress_bar(len(rows), "img") as bar:
+            report = ingest_rows(runtime, rows, IngestSource(args.manifest.parent), bar.update)
+    finally:
+        runtime.close()
+    for error in report.errors:
+        print(f"line {error.line}: {error.image}: {error.reason}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failed and not (report.added or report.unchanged or report.updated) else 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from app.runtime import Runtime
+    from app.services.search import search_photo
+    from app.views import search_read
+
+    data = args.photo.read_bytes()
+    runtime = Runtime.start(settings)
+    try:
+        with runtime.sessions() as session:
+            body = search_read(search_photo(session, runtime, data, args.top_k or settings.default_top_k))
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps(body.model_dump(), indent=2))
+        return 0
+    if not body.factories:
+        print("no catalogue images to search; ingest a manifest first")
+    for rank, factory in enumerate(body.factories, 1):
+        best = ", ".join(f"{m.product_id} ({m.score:.3f})" for m in factory.matches[:3])
+        print(f"{rank:>2}. {factory.score:.3f}  {factory.name} [{factory.factory_id}, {factory.region or '-'}]  {best}")
+    print(f"({body.took_ms:.0f} ms)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings, runtime=None) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(create_app(settings, runtime), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from app.demo import demo_catalogue, demo_embedder
+    from app.runtime import Runtime
+    from app.services.ingest import ingest_manifest
+
+    manifest = demo_catalogue(settings)
+    embedder = demo_embedder(settings, model_given=bool(args.model) or "SOURCELENS_MODEL" in _environ())
+    runtime = Runtime.start(settings, embedder)
+    report = ingest_manifest(runtime, manifest)
+    print(f"sample catalogue: {report.summary()}")
+    if args.no_serve:
+        runtime.close()
+        return 0
+    print(f"SourceLens demo: open http://{settings.host}:{settings.port}/ (API docs at /docs)")
+    return cmd_serve(args, settings, runtime)
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from app.db import create_tables, make_engine, make_session_factory
+    from app.services.media import MediaStore
+    from app.services.reindex import count_images, reindex
+    from embeddings import load_embedder
+    from index import FaissIndex
+
+    settings.ensure_dirs()
+    engine = make_engine(settings.resolved_database_url)
+    create_tables(engine)
+    sessions = make_session_factory(engine)
+    embedder = load_embedder(
+        settings.model,
+        precision=settings.precision,
+        cache_dir=settings.model_cache_dir,
+        batch_size=settings.embed_batch_size,
+    )
+    fresh = FaissIndex(settings.index_dir, embedder.name, embedder.dim, settings.index)
+    with sessions() as session, _progress_bar(count_images(session), "img") as bar:
+        done = reindex(sessions, embedder, MediaStore(settings.media_dir), fresh, bar.update, force=args.force)
+    print(f"re-embedded {done} images with {embedder.name}; the index holds {len(fresh)} vectors")
+    return 0
+
+
+def _environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

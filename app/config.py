@@ -1,0 +1,61 @@
+"""One settings object for the whole service, read from SOURCELENS_* environment variables."""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "openclip:ViT-B-32:laion2b_s34b_b79k"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOURCELENS_", env_file=None, extra="ignore")
+
+    data_dir: Path = Path("./sourcelens-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is SQLite inside the data directory."
+    )
+    model: str = Field(default=DEFAULT_MODEL, description="Embedder spec, see embeddings.registry.")
+    model_cache_dir: Path | None = Field(default=None, description="Where hub weights are cached.")
+    precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
+    index: str = Field(default="flat", description="Vector index type: 'flat' (exact inner product).")
+    torch_threads: int = Field(default=0, ge=0, description="0: one per core.")
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    read_workers: int = Field(default=2, ge=1, le=64, description="Threads that fetch and decode for ingest.")
+
+    # Limits: checked before an image is decoded, so hostile files are refused cheaply.
+    max_image_bytes: int = Field(default=30 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=80_000_000, ge=1)
+    max_upload_bytes: int = Field(default=30 * 1024 * 1024, ge=1)
+    max_top_k: int = Field(default=100, ge=1)
+    default_top_k: int = Field(default=10, ge=1)
+
+    # Image URLs in manifests.
+    url_timeout_s: float = Field(default=15.0, gt=0)
+    url_max_redirects: int = Field(default=3, ge=0)
+    url_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts exempt from the private-address check (for tests and intranets).",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'sourcelens.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.index_dir, self.media_dir):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,106 @@
+"""Request and response bodies of the HTTP API (XCreate / XUpdate / XRead)."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+
+
+class FactoryBase(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    region: str | None = Field(default=None, max_length=255)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class FactoryCreate(FactoryBase):
+    id: str = Field(pattern=ID_PATTERN, description="Your stable id for the factory, e.g. 'yiwu-0042'.")
+
+
+class FactoryUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    region: str | None = Field(default=None, max_length=255)
+    attributes: dict[str, Any] | None = None
+
+
+class FactoryRead(FactoryBase):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    created_at: datetime
+    product_count: int = 0
+
+
+class ProductBase(BaseModel):
+    title: str = Field(min_length=1, max_length=500)
+    category: str | None = Field(default=None, max_length=255)
+    price: float | None = Field(default=None, ge=0)
+    moq: int | None = Field(default=None, ge=1, description="Minimum order quantity.")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProductCreate(ProductBase):
+    id: str = Field(pattern=ID_PATTERN)
+    factory_id: str
+
+
+class ProductUpdate(BaseModel):
+    title: str | None = Field(default=None, min_length=1, max_length=500)
+    category: str | None = Field(default=None, max_length=255)
+    price: float | None = Field(default=None, ge=0)
+    moq: int | None = Field(default=None, ge=1)
+    attributes: dict[str, Any] | None = None
+
+
+class ProductRead(ProductBase):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    factory_id: str
+    created_at: datetime
+    image_ids: list[int] = Field(default_factory=list)
+
+
+class ImageRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    product_id: str
+    content_hash: str
+    source: str
+    width: int
+    height: int
+    created_at: datetime
+    url: str = Field(description="Where the stored (reduced) copy of the image is served.")
+
+
+class ImageUploadRead(ImageRead):
+    created: bool = Field(description="False when the product already had an image with these bytes.")
+
+
+class MatchRead(BaseModel):
+    product_id: str
+    image_id: int
+    score: float = Field(description="Cosine similarity of the query to this catalogue image.")
+    title: str
+    image_url: str
+
+
+class FactoryMatchRead(BaseModel):
+    factory_id: str
+    name: str
+    region: str | None
+    score: float = Field(description="Factory score; see README 'How ranking works'.")
+    matches: list[MatchRead]
+
+
+class SearchRead(BaseModel):
+    factories: list[FactoryMatchRead]
+    took_ms: float
+
+
+class HealthRead(BaseModel):
+    status: str
+    model: str
+    precision: str
+    dim: int
+    images: int
+    index: str

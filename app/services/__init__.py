@@ -1,0 +1,1 @@
+"""Business logic. Knows nothing of HTTP: raises the errors in app.services.errors."""

@@ -1,0 +1,94 @@
+"""The embedder contract: pictures in, L2-normalised float32 vectors out.
+
+Preprocessing (resize, crop, normalise) is split from the forward pass so that ingestion can decode
+and preprocess on several threads while the model runs batches on the others.
+"""
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class TextNotSupported(RuntimeError):
+    """The embedder has no text tower."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to `size` (bicubic), centre-crop a square, normalise per channel.
+
+    This is what open_clip's and timm's eval transforms do, written with PIL and NumPy so it needs
+    no torchvision call per image and can run in any thread.
+    """
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        width, height = image.size
+        scale = self.size / min(width, height)
+        new_size = (max(self.size, round(width * scale)), max(self.size, round(height * scale)))
+        resized = image.resize(new_size, Image.Resampling.BICUBIC)
+        left = round((new_size[0] - self.size) / 2.0)
+        top = round((new_size[1] - self.size) / 2.0)
+        cropped = resized.crop((left, top, left + self.size, top + self.size))
+        pixels = np.asarray(cropped, dtype=np.float32) / 255.0
+        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+class Embedder(ABC):
+    """One loaded image model. Thread-safe: forward passes are serialised by a lock."""
+
+    name: str  # the spec it was loaded from; recorded in the index
+    dim: int
+    precision: str  # "fp32" or "bf16"
+    batch_size: int = 32
+    bf16_cosine: float | None = None  # measured when bf16 was considered
+
+    def __init__(self, module: torch.nn.Module, preprocess: Preprocess) -> None:
+        self.module = module.eval()
+        self.preprocess = preprocess
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) image features for a batch of preprocessed pixels."""
+
+    @property
+    def supports_text(self) -> bool:
+        return False
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        raise TextNotSupported(f"model {self.name} has no text encoder")
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) preprocessed float32 → (N, dim) unit-length float32."""
+        out = [self._embed_chunk(pixels[i : i + self.batch_size]) for i in range(0, len(pixels), self.batch_size)]
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(out)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed_pixels(np.stack([self.preprocess(image) for image in images]))
+
+    def _embed_chunk(self, pixels: np.ndarray) -> np.ndarray:
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(dtype)
+        with self._lock, torch.inference_mode():
+            features = self._forward(batch).float()
+        return normalise(features.numpy())
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

@@ -1,0 +1,108 @@
+"""Turn untrusted image bytes into a clean RGB picture, or refuse them with a clear reason.
+
+Limits on bytes and pixels are checked from the header, before any pixel is decoded, so a
+decompression bomb costs a few kilobytes of reading, not gigabytes of memory.
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# We enforce our own pixel limit before decoding; Pillow's check is a second line of defence.
+Image.MAX_IMAGE_PIXELS = None
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+WHITE = (255, 255, 255)
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message says why, for a person."""
+
+
+class ImageTooLarge(ImageError):
+    pass
+
+
+class NotAnImage(ImageError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    image: Image.Image  # RGB, at most max_side on its longer side
+    width: int  # original size, before any reduction
+    height: int
+    format: str
+
+
+def load_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = 512) -> LoadedImage:
+    if len(data) == 0:
+        raise NotAnImage("empty file")
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"file is {len(data):,} bytes; the limit is {max_bytes:,}")
+    image = _open_header(data)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+    fmt = image.format or "unknown"
+    if max_side and image.format == "JPEG":
+        # Draft mode decodes a big JPEG at 1/2, 1/4 or 1/8 scale straight from the DCT: far cheaper.
+        image.draft("RGB", (max_side, max_side))
+    try:
+        image.seek(0)  # animated GIF/WebP/APNG: the first frame
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb = to_rgb(image)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise NotAnImage(f"image data is corrupt or truncated ({exc})") from exc
+    if max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return LoadedImage(image=rgb, width=width, height=height, format=fmt)
+
+
+def _open_header(data: bytes) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise NotAnImage("not an image (unrecognised format)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise NotAnImage(f"not a readable image ({exc})") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB: transparency flattened onto white, 16-bit scaled, CMYK converted."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return _sixteen_bit_to_rgb(image)
+    if mode == "F":
+        return image.point(lambda v: v * 255).convert("L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if mode == "L" and "transparency" in image.info:
+        return to_rgb(image.convert("LA"))
+    if mode == "RGB" or mode.startswith("RGB"):
+        return image.convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
+    # Pillow's convert("L") clips 16-bit values at 255 (a white picture); scale the range instead.
+    wide = image.convert("I")
+    _, hi = wide.getextrema()
+    top = 65535 if hi > 255 else 255
+    scaled = wide.point(lambda v: v * 255 / top) if top != 255 else wide
+    return scaled.convert("L").convert("RGB")

@@ -1,0 +1,39 @@
+"""The vector index interface. Backends: FAISS (here); Milvus later, behind the same calls."""
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class IndexMismatchError(RuntimeError):
+    """The stored index was built by another embedder; searching it would return nonsense."""
+
+
+class VectorIndex(ABC):
+    """Unit vectors keyed by int64 image ids; inner product = cosine similarity. Thread-safe."""
+
+    embedder: str
+    dim: int
+
+    @abstractmethod
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors, replacing any already stored under the same ids."""
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids (absent ones are ignored); returns how many were removed."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (len(queries), k), best first; missing slots have id -1."""
+
+    @abstractmethod
+    def ids(self) -> np.ndarray:
+        """Every stored id."""
+
+    @abstractmethod
+    def save(self) -> None:
+        """Persist atomically: after a crash the previous or the new state is on disk, never a mix."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
