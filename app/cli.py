@@ -14,6 +14,7 @@ log = logging.getLogger("sourcelens")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates its CPU-feature probing
     settings = _settings(args)
     try:
         return args.handler(args, settings)
@@ -130,7 +131,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from app.services.ingest import ingest_manifest
 
     manifest = demo_catalogue(settings)
-    embedder = demo_embedder(settings, model_given=bool(args.model) or "SOURCELENS_MODEL" in _environ())
+    embedder = demo_embedder(settings, model_given=settings.model is not None)
     runtime = Runtime.start(settings, embedder)
     report = ingest_manifest(runtime, manifest)
     print(f"sample catalogue: {report.summary()}")
@@ -153,7 +154,7 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     create_tables(engine)
     sessions = make_session_factory(engine)
     embedder = load_embedder(
-        settings.model,
+        settings.resolved_model,
         precision=settings.precision,
         cache_dir=settings.model_cache_dir,
         batch_size=settings.embed_batch_size,
@@ -163,12 +164,6 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
         done = reindex(sessions, embedder, MediaStore(settings.media_dir), fresh, bar.update, force=args.force)
     print(f"re-embedded {done} images with {embedder.name}; the index holds {len(fresh)} vectors")
     return 0
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 if __name__ == "__main__":

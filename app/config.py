@@ -1,5 +1,6 @@
 """One settings object for the whole service, read from SOURCELENS_* environment variables."""
 
+import json
 from functools import cached_property
 from pathlib import Path
 
@@ -16,7 +17,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default is SQLite inside the data directory."
     )
-    model: str = Field(default=DEFAULT_MODEL, description="Embedder spec, see embeddings.registry.")
+    model: str | None = Field(
+        default=None,
+        description="Embedder spec (see embeddings.registry). Unset: the model the data directory's index was "
+        f"built with, or {DEFAULT_MODEL} for a new one.",
+    )
     model_cache_dir: Path | None = Field(default=None, description="Where hub weights are cached.")
     precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
     index: str = Field(default="flat", description="Vector index type: 'flat' (exact inner product).")
@@ -49,6 +54,12 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'sourcelens.db').resolve()}"
 
     @property
+    def resolved_model(self) -> str:
+        if self.model:
+            return self.model
+        return stored_index_model(self.index_dir) or DEFAULT_MODEL
+
+    @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
 
@@ -59,3 +70,9 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.index_dir, self.media_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def stored_index_model(index_dir: Path) -> str | None:
+    """The embedder recorded by an existing index, so a data directory keeps the model it was built with."""
+    meta = index_dir / "meta.json"
+    return json.loads(meta.read_text())["embedder"] if meta.exists() else None

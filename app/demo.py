@@ -4,7 +4,7 @@ import logging
 import socket
 from pathlib import Path
 
-from app.config import DEFAULT_MODEL, Settings
+from app.config import Settings
 from app.sample_catalogue import write_catalogue
 from embeddings import OFFLINE_MODEL, Embedder, ModelLoadError, load_embedder
 
@@ -24,12 +24,13 @@ def demo_catalogue(settings: Settings) -> Path:
 
 def demo_embedder(settings: Settings, model_given: bool) -> Embedder:
     """The configured model; when CLIP weights cannot be had, fall back to effnet-lite0 and say so loudly."""
-    if model_given or settings.model == OFFLINE_MODEL:
-        return _load(settings, settings.model)
+    spec = settings.resolved_model
+    if model_given or spec == OFFLINE_MODEL:
+        return _load(settings, spec)
     if not hub_reachable():
         _go_offline()  # use cached weights if present; do not spend a minute on retries
     try:
-        return _load(settings, settings.model)
+        return _load(settings, spec)
     except ModelLoadError as exc:
         banner = "!" * 78
         log.warning(
@@ -37,7 +38,7 @@ def demo_embedder(settings: Settings, model_given: bool) -> Embedder:
             "(ImageNet EfficientNet-Lite0, shipped with the package).\n  Search works; text search "
             "does not. With network access the default model downloads once.\n%s",
             banner,
-            DEFAULT_MODEL,
+            spec,
             str(exc)[:300],
             OFFLINE_MODEL,
             banner,

@@ -36,7 +36,7 @@ class Runtime:
         create_tables(engine)
         sessions = make_session_factory(engine)
         embedder = embedder or load_embedder(
-            settings.model,
+            settings.resolved_model,
             precision=settings.precision,
             cache_dir=settings.model_cache_dir,
             batch_size=settings.embed_batch_size,

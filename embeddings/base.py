@@ -32,8 +32,11 @@ class Preprocess:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         width, height = image.size
-        scale = self.size / min(width, height)
-        new_size = (max(self.size, round(width * scale)), max(self.size, round(height * scale)))
+        # Same arithmetic as torchvision's Resize(int): the longer side is truncated, not rounded.
+        if width <= height:
+            new_size = (self.size, int(self.size * height / width))
+        else:
+            new_size = (int(self.size * width / height), self.size)
         resized = image.resize(new_size, Image.Resampling.BICUBIC)
         left = round((new_size[0] - self.size) / 2.0)
         top = round((new_size[1] - self.size) / 2.0)

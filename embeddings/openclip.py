@@ -50,9 +50,14 @@ def load_openclip(name: str, arch: str, pretrained: str, cache_dir: Path | None)
         raise ModelLoadError(f"unknown open_clip architecture {arch!r}")
     weights = _resolve_weights(arch, pretrained)
     try:
-        model = open_clip.create_model(
-            arch, pretrained=weights, cache_dir=str(cache_dir) if cache_dir else None, require_pretrained=bool(weights)
-        )
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # `random` weights are the same on every load, so tests can compare runs
+            model = open_clip.create_model(
+                arch,
+                pretrained=weights,
+                cache_dir=str(cache_dir) if cache_dir else None,
+                require_pretrained=bool(weights),
+            )
     except Exception as exc:  # open_clip raises RuntimeError/OSError/KeyError for bad or missing weights
         raise ModelLoadError(f"could not load open_clip {arch} weights {pretrained!r}: {exc}") from exc
     return OpenClipEmbedder(name, model, open_clip.get_tokenizer(arch))

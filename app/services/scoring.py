@@ -19,6 +19,8 @@ SUPPORT_WEIGHT = 0.25
 SUPPORT_MARGIN = 0.08
 MAX_SUPPORT = 4
 MAX_MATCHES_SHOWN = 5
+# A factory's weaker products are shown as evidence only when close to its best match.
+SHOW_MARGIN = 0.15
 
 
 @dataclass(frozen=True)
@@ -53,4 +55,5 @@ def _score(factory_id: str, product_hits: list[Hit]) -> FactoryScore:
     best = product_hits[0].similarity
     floor = best - SUPPORT_MARGIN
     support = sum(max(0.0, h.similarity - floor) for h in product_hits[1 : 1 + MAX_SUPPORT])
-    return FactoryScore(factory_id, best + SUPPORT_WEIGHT * support, product_hits[:MAX_MATCHES_SHOWN])
+    shown = [h for h in product_hits[:MAX_MATCHES_SHOWN] if h.similarity >= best - SHOW_MARGIN]
+    return FactoryScore(factory_id, best + SUPPORT_WEIGHT * support, shown)

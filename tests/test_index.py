@@ -1,0 +1,113 @@
+"""FAISS index: upserts, deletes, persistence, atomic saves, embedder mismatch, concurrent use."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from index import FaissIndex, IndexMismatchError
+
+
+def unit(rows: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_search_returns_nearest_ids_best_first(tmp_path):
+    index = FaissIndex.open(tmp_path, "m", 16)
+    vectors = unit(50)
+    index.upsert(np.arange(100, 150), vectors)
+    scores, ids = index.search(vectors[7], 3)
+    assert ids[0, 0] == 107 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert list(scores[0]) == sorted(scores[0], reverse=True)
+
+
+def test_upsert_replaces_and_remove_deletes(tmp_path):
+    index = FaissIndex.open(tmp_path, "m", 16)
+    vectors = unit(10)
+    index.upsert(np.arange(10), vectors)
+    index.upsert(np.array([3]), vectors[[5]])  # image 3 now looks like image 5
+    assert len(index) == 10
+    _, ids = index.search(vectors[3], 1)
+    assert ids[0, 0] != 3
+    assert index.remove(np.array([5, 3, 999])) == 2
+    assert sorted(index.ids().tolist()) == [0, 1, 2, 4, 6, 7, 8, 9]
+
+
+def test_k_larger_than_index_and_empty_index(tmp_path):
+    index = FaissIndex.open(tmp_path, "m", 16)
+    scores, ids = index.search(unit(1)[0], 5)
+    assert ids.shape == (1, 0) and scores.shape == (1, 0)
+    index.upsert(np.array([1, 2]), unit(2))
+    _, ids = index.search(unit(1)[0], 5)
+    assert sorted(ids[0].tolist()) == [1, 2]
+
+
+def test_wrong_vector_shape_is_refused(tmp_path):
+    index = FaissIndex.open(tmp_path, "m", 16)
+    with pytest.raises(ValueError, match="expected"):
+        index.upsert(np.arange(3), unit(3, dim=8))
+
+
+def test_saved_index_reopens_with_same_content(tmp_path):
+    index = FaissIndex.open(tmp_path, "model-a", 16)
+    vectors = unit(20)
+    index.upsert(np.arange(20), vectors)
+    index.remove(np.array([4]))
+    index.save()
+    reopened = FaissIndex.open(tmp_path, "model-a", 16)
+    assert sorted(reopened.ids().tolist()) == sorted(index.ids().tolist())
+    _, ids = reopened.search(vectors[9], 1)
+    assert ids[0, 0] == 9
+
+
+def test_save_switches_generations_atomically(tmp_path):
+    index = FaissIndex.open(tmp_path, "model-a", 16)
+    index.upsert(np.arange(5), unit(5))
+    index.save()
+    index.upsert(np.arange(5, 8), unit(3, seed=1))
+    index.save()
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["embedder"] == "model-a" and meta["count"] == 8
+    assert [p.name for p in tmp_path.glob("faiss-*.index")] == [meta["file"]]  # old generation cleaned up
+    # A fresh index object over the same directory never overwrites the live file.
+    fresh = FaissIndex(tmp_path, "model-a", 16)
+    fresh.save()
+    assert json.loads((tmp_path / "meta.json").read_text())["generation"] == meta["generation"] + 1
+
+
+def test_opening_with_another_embedder_names_reindex(tmp_path):
+    FaissIndex.open(tmp_path, "effnet-lite0", 1280).save()
+    with pytest.raises(IndexMismatchError, match="sourcelens reindex"):
+        FaissIndex.open(tmp_path, "openclip:ViT-B-32:laion2b_s34b_b79k", 512)
+    with pytest.raises(IndexMismatchError, match="dim 1280"):
+        FaissIndex.open(tmp_path, "effnet-lite0", 64)
+
+
+def test_concurrent_searches_and_writes_stay_consistent(tmp_path):
+    index = FaissIndex.open(tmp_path, "m", 16)
+    base = unit(200)
+    index.upsert(np.arange(200), base)
+    errors: list[str] = []
+
+    def searcher() -> None:
+        for i in range(300):
+            scores, ids = index.search(base[i % 100], 1)  # ids < 100 are never touched by the writer
+            if ids[0, 0] != i % 100 or scores[0, 0] < 0.999:
+                errors.append(f"query {i % 100} → {ids[0, 0]}")
+
+    def writer() -> None:
+        extra = unit(300, seed=5)
+        for i in range(300):
+            index.upsert(np.array([1000 + i]), extra[[i]])
+            if i % 3 == 0:
+                index.remove(np.array([100 + i % 100]))
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)] + [threading.Thread(target=writer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(index) == len(set(index.ids().tolist()))
