@@ -101,7 +101,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     runtime = Runtime.start(settings)
     try:
         with runtime.sessions() as session:
-            body = search_read(search_photo(session, runtime, data, args.top_k or settings.default_top_k))
+            body = search_read(
+                search_photo(session, runtime, data, settings.default_top_k if args.top_k is None else args.top_k)
+            )
     finally:
         runtime.close()
     if args.json:

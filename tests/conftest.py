@@ -52,3 +52,53 @@ def make_runtime(settings: Settings) -> Iterator[Callable[..., Runtime]]:
     yield start
     for runtime in started:
         runtime.engine.dispose()
+
+
+POSTGRES_URL = os.environ.get("SOURCELENS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, dropped afterwards. CI must have the server."""
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"sourcelens_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalogue.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def db_session(database_url: str) -> Iterator:
+    """A session inside a transaction that is rolled back after the test: services may commit freely."""
+    from sqlalchemy.orm import Session
+
+    from app.db import create_tables, make_engine
+
+    engine = make_engine(database_url)
+    create_tables(engine)
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        yield session
+        session.close()
+        transaction.rollback()
+    engine.dispose()

@@ -26,4 +26,5 @@ def search(
 ) -> SearchRead:
     # A sync route: FastAPI runs it in its thread pool, so decoding, the model and FAISS never block the loop.
     data = read_upload(image, runtime.settings.max_upload_bytes)
-    return search_read(search_photo(session, runtime, data, top_k or runtime.settings.default_top_k))
+    top_k = runtime.settings.default_top_k if top_k is None else top_k
+    return search_read(search_photo(session, runtime, data, top_k))
