@@ -76,14 +76,14 @@ def _progress_bar(total: int, unit: str):
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from app.runtime import Runtime
-    from app.services.ingest import IngestSource, ingest_rows
+    from app.services.ingest import ingest_manifest
     from app.services.manifest import read_manifest
 
-    rows = read_manifest(args.manifest)  # a bad header fails before the model loads
+    total = len(read_manifest(args.manifest))  # a bad header fails before the model loads
     runtime = Runtime.start(settings)
     try:
-        with _progress_bar(len(rows), "img") as bar:
-            report = ingest_rows(runtime, rows, IngestSource(args.manifest.parent), bar.update)
+        with _progress_bar(total, "img") as bar:
+            report = ingest_manifest(runtime, args.manifest, bar.update)
     finally:
         runtime.close()
     for error in report.errors:

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=30 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=80_000_000, ge=1)
     max_upload_bytes: int = Field(default=30 * 1024 * 1024, ge=1)
+    max_job_upload_bytes: int = Field(default=2 * 1024**3, ge=1, description="A ZIP or CSV posted as a job.")
+    max_zip_total_bytes: int = Field(default=8 * 1024**3, ge=1, description="Sum of a ZIP's unpacked sizes.")
+    max_zip_files: int = Field(default=100_000, ge=1)
+    max_zip_ratio: float = Field(default=200.0, gt=1, description="Largest unpacked/packed size of a member.")
+    job_poll_s: float = Field(default=2.0, gt=0)
+    job_stale_after_s: float = Field(default=300.0, gt=0, description="Heartbeat age after which a job is retaken.")
     max_top_k: int = Field(default=100, ge=1)
     default_top_k: int = Field(default=10, ge=1)
 
@@ -64,11 +70,15 @@ class Settings(BaseSettings):
         return self.data_dir / "index"
 
     @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
 
     def ensure_dirs(self) -> None:
-        for path in (self.data_dir, self.index_dir, self.media_dir):
+        for path in (self.data_dir, self.index_dir, self.media_dir, self.jobs_dir):
             path.mkdir(parents=True, exist_ok=True)
 
 

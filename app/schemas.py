@@ -104,3 +104,28 @@ class HealthRead(BaseModel):
     dim: int
     images: int
     index: str
+
+
+class ItemErrorRead(BaseModel):
+    line: int = Field(description="Line of the manifest (1 is the header).")
+    image: str
+    reason: str
+
+
+class IngestJobRead(BaseModel):
+    id: str
+    state: str = Field(description="queued, running, done or failed")
+    source: str
+    total: int
+    done: int
+    added: int
+    updated: int
+    unchanged: int
+    failed: int
+    images_per_s: float = Field(description="Images added per second of run time.")
+    items_per_s: float
+    stage_seconds: dict[str, float] = Field(description="Time in read (thread-seconds), embed and write.")
+    errors: list[ItemErrorRead]
+    error: str | None = Field(description="Why the whole job failed, if it did.")
+    created_at: datetime
+    finished_at: datetime | None

@@ -1,7 +1,17 @@
 """Build API response bodies from service results; shared by the HTTP API and `sourcelens search --json`."""
 
-from app.models import Factory, Image, Product
-from app.schemas import FactoryMatchRead, FactoryRead, ImageRead, MatchRead, ProductRead, SearchRead
+from app.models import Factory, Image, IngestJob, Product
+from app.schemas import (
+    FactoryMatchRead,
+    FactoryRead,
+    ImageRead,
+    IngestJobRead,
+    ItemErrorRead,
+    MatchRead,
+    ProductRead,
+    SearchRead,
+)
+from app.services.jobs import IngestReport
 from app.services.search import SearchResult
 
 API = "/api/v1"
@@ -57,3 +67,24 @@ def search_read(result: SearchResult) -> SearchRead:
             )
         )
     return SearchRead(factories=factories, took_ms=round(result.took_ms, 1))
+
+
+def job_read(job: IngestJob, report: IngestReport) -> IngestJobRead:
+    return IngestJobRead(
+        id=job.id,
+        state=job.state,
+        source=job.source,
+        total=report.total,
+        done=report.done,
+        added=report.added,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        failed=report.failed,
+        images_per_s=round(report.images_per_s, 2),
+        items_per_s=round(report.items_per_s, 2),
+        stage_seconds={name: round(seconds, 3) for name, seconds in report.stage_seconds.items()},
+        errors=[ItemErrorRead(line=e.line, image=e.image, reason=e.reason) for e in report.errors],
+        error=job.error,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+    )

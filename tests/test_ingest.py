@@ -11,7 +11,9 @@ from sqlalchemy import func, select
 
 from app.models import Factory, Product
 from app.models import Image as ImageRow
-from app.services.ingest import ingest_manifest
+from app.services.ingest import ingest_manifest, run_job
+from app.services.jobs import create_job
+from app.services.manifest import read_manifest
 
 
 def copy_catalogue(manifest: Path, target: Path) -> Path:
@@ -111,7 +113,9 @@ def test_relative_paths_may_be_confined_to_the_upload(make_runtime, tiny_embedde
     Image.new("RGB", (32, 32), "red").save(outside)
     append_rows(manifest, [{"factory_id": "F001", "product_id": "X1", "image": "../outside.png"}])
     runtime = make_runtime(tiny_embedder)
-    report = ingest_manifest(runtime, manifest, confine=True)
+    with runtime.sessions() as session:
+        job = create_job(session, read_manifest(manifest), source="t", work_dir=str(manifest.parent), confined=True)
+    report = run_job(runtime, job.id)
     assert report.failed == 1 and "outside the upload" in report.errors[0].reason
 
 

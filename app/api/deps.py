@@ -7,6 +7,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.runtime import Runtime
+from app.services.job_runner import JobRunner
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -22,3 +23,10 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_job_runner(request: Request) -> JobRunner:
+    return request.app.state.job_runner
+
+
+JobRunnerDep = Annotated[JobRunner, Depends(get_job_runner)]

@@ -4,7 +4,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.api.limits import BodyTooLarge
-from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from app.services.fetch import FetchError
 from embeddings import ImageTooLarge, NotAnImage, TextNotSupported
 
@@ -12,6 +12,7 @@ STATUS = {
     NotFoundError: 404,
     ConflictError: 409,
     InvalidInputError: 422,
+    PayloadTooLargeError: 413,
     ImageTooLarge: 413,
     NotAnImage: 422,
     FetchError: 422,

@@ -8,31 +8,34 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, limits: dict[str, int]) -> None:
+        """`limits` maps path prefixes to byte limits; the longest matching prefix wins ("" matches all)."""
         self.app = app
-        self.max_bytes = max_bytes
+        self.limits = sorted(limits.items(), key=lambda item: -len(item[0]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            max_bytes = next(limit for prefix, limit in self.limits if scope["path"].startswith(prefix))
             length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                await _too_large(send, self.max_bytes)
+            if length.isdigit() and int(length) > max_bytes:
+                await _too_large(send, max_bytes)
                 return
-            receive = self._capped(receive)
+            receive = _capped(receive, max_bytes)
         await self.app(scope, receive, send)
 
-    def _capped(self, receive: Receive) -> Receive:
-        seen = 0
 
-        async def capped() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # a chunked body that did not declare its length
-                raise BodyTooLarge(f"request body is larger than the {self.max_bytes:,}-byte limit")
-            return message
+def _capped(receive: Receive, max_bytes: int) -> Receive:
+    seen = 0
 
-        return capped
+    async def capped() -> dict:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > max_bytes:  # a chunked body that did not declare its length
+            raise BodyTooLarge(f"request body is larger than the {max_bytes:,}-byte limit")
+        return message
+
+    return capped
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:

@@ -15,3 +15,7 @@ class ConflictError(ServiceError):
 
 class InvalidInputError(ServiceError):
     pass
+
+
+class PayloadTooLargeError(ServiceError):
+    pass

@@ -1,11 +1,14 @@
 """Catalogue ingestion as three stages: read (fetch, hash, decode, preprocess) → embed → write.
 
-Reading runs on a thread pool one batch ahead of the model, so decoding overlaps inference. Known
-bytes (same product, same content hash) are recognised before decoding and cost no model time, which
-makes a re-run of the same manifest cheap and a no-op. Each write batch is one transaction; its vectors
-go to the index after the commit.
+Reading runs on a thread pool one batch ahead of the model, so decoding overlaps inference. Known bytes
+(same product, same content hash) are recognised before decoding and cost no model time, so a re-run is
+cheap and changes nothing. Each write batch is one transaction that stores the catalogue rows *and* marks
+the batch's job items done: an item is acknowledged exactly when its result is stored, so a job killed
+at any point resumes at its first unacknowledged item, and nothing is lost or done twice. Vectors go to
+the index after the commit; the start-up reconcile covers a crash in between.
 """
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,180 +19,192 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Factory, Image, Product
+from app.models import Factory, Image, IngestItem, IngestJob, Product, utcnow
 from app.runtime import Runtime
+from app.services import jobs
 from app.services.catalog import content_hash, new_image_row
 from app.services.fetch import fetch_url, read_local
-from app.services.manifest import ManifestRow, RowError, read_manifest
+from app.services.job_uploads import remove_job_files
+from app.services.jobs import IngestReport
+from app.services.manifest import ManifestRow, read_manifest
 from embeddings import ImageError, LoadedImage, load_image
 
 Progress = Callable[[int], None]
 
 
 @dataclass
-class IngestReport:
-    total: int = 0
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    errors: list[RowError] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "embed": 0.0, "write": 0.0})
-    elapsed_s: float = 0.0
-
-    @property
-    def images_per_s(self) -> float:
-        return self.added / self.elapsed_s if self.elapsed_s else 0.0
-
-    def fail(self, error: RowError) -> None:
-        self.failed += 1
-        self.errors.append(error)
-
-    def summary(self) -> str:
-        stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in self.stage_seconds.items())
-        return (
-            f"{self.total} rows: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{self.failed} failed in {self.elapsed_s:.1f}s ({self.images_per_s:.1f} images/s; {stages})"
-        )
-
-
-@dataclass
 class ReadItem:
+    item_id: int
     row: ManifestRow
     digest: str = ""
     loaded: LoadedImage | None = None  # None when the bytes are already known for this product
-    pixels: np.ndarray | None = None
+    vector: np.ndarray | None = None  # preprocessed pixels after reading, the embedding after embedding
     error: str = ""
     seconds: float = 0.0
 
 
 @dataclass
-class IngestSource:
-    """Where a manifest's relative image paths live, and whether paths may leave that folder."""
-
+class JobContext:
+    job_id: str
     base_dir: Path
-    confine: bool = False
+    confine: bool
+    known: set[tuple[str, str]]  # (product_id, content hash) already stored
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(jobs.STAGES, 0.0))
 
 
-def ingest_manifest(
-    rt: Runtime, manifest: Path, progress: Progress | None = None, confine: bool = False
-) -> IngestReport:
-    rows = read_manifest(manifest)
-    return ingest_rows(rt, rows, IngestSource(manifest.parent, confine), progress)
-
-
-def ingest_rows(
-    rt: Runtime, rows: list[ManifestRow | RowError], source: IngestSource, progress: Progress | None = None
-) -> IngestReport:
-    started = time.perf_counter()
-    report = IngestReport(total=len(rows))
-    good = [row for row in rows if isinstance(row, ManifestRow)]
-    for error in (row for row in rows if isinstance(row, RowError)):
-        report.fail(error)
-    if progress and report.failed:
-        progress(report.failed)
+def ingest_manifest(rt: Runtime, manifest: Path, progress: Progress | None = None) -> IngestReport:
+    """Ingest a local manifest as a job run in the foreground; resumes an unfinished run of the same file."""
+    source = str(manifest.resolve())
+    rows = read_manifest(manifest)  # a bad header fails here, before anything is stored
     with rt.sessions() as session:
-        known = _known_images(session, {row.product_id for row in good})
-        for batch in _read_ahead(rt, good, source, known, rt.settings.embed_batch_size, report):
-            _embed(rt, batch, report)
-            _write(session, rt, batch, known, report)
+        job = jobs.unfinished_job_for(session, source) or jobs.create_job(
+            session, rows, source=source, work_dir=str(manifest.parent.resolve()), confined=False
+        )
+        if progress:
+            progress(job.done)
+    return run_job(rt, job.id, progress)
+
+
+def run_job(
+    rt: Runtime, job_id: str, progress: Progress | None = None, stop: threading.Event | None = None
+) -> IngestReport:
+    """Process a job's pending items; returns its report. Stops between batches when `stop` is set."""
+    started = time.perf_counter()
+    with rt.sessions() as session:
+        job = jobs.get_job(session, job_id)
+        job.state, job.heartbeat_at = "running", utcnow()
+        session.commit()
+        context = JobContext(job.id, Path(job.work_dir), job.confined, set())
+        item_ids = jobs.pending_item_ids(session, job_id)
+        size = rt.settings.embed_batch_size
+        for batch in _read_ahead(rt, session, context, [item_ids[i : i + size] for i in range(0, len(item_ids), size)]):
+            _embed(rt, batch, context)
+            _write(session, rt, batch, context, time.perf_counter() - started)
+            started = time.perf_counter()
             if progress:
                 progress(len(batch))
-    rt.flush()
-    report.elapsed_s = time.perf_counter() - started
-    return report
-
-
-def _known_images(session: Session, product_ids: set[str]) -> set[tuple[str, str]]:
-    known: set[tuple[str, str]] = set()
-    ids = sorted(product_ids)
-    for start in range(0, len(ids), 500):
-        query = select(Image.product_id, Image.content_hash).where(Image.product_id.in_(ids[start : start + 500]))
-        known.update(session.execute(query).tuples())
-    return known
+            if stop is not None and stop.is_set():
+                break
+        else:
+            job.state, job.finished_at = "done", utcnow()
+            session.commit()
+            remove_job_files(rt.settings, job)
+        rt.flush()
+        return jobs.job_report(session, job_id)
 
 
 def _read_ahead(
-    rt: Runtime,
-    rows: list[ManifestRow],
-    source: IngestSource,
-    known: set[tuple[str, str]],
-    size: int,
-    report: IngestReport,
+    rt: Runtime, session: Session, context: JobContext, batches: list[list[int]]
 ) -> Iterator[list[ReadItem]]:
     """Yield read batches in order while the next batch is already being read on the pool."""
-    batches = [rows[i : i + size] for i in range(0, len(rows), size)]
     with ThreadPoolExecutor(max_workers=rt.settings.read_workers, thread_name_prefix="ingest-read") as pool:
         pending: list[Future[ReadItem]] = []
         for index in range(len(batches) + 1):
-            next_rows = batches[index] if index < len(batches) else []
-            upcoming = [pool.submit(_read, rt, row, source, known) for row in next_rows]
+            upcoming = [pool.submit(_read, rt, context, item) for item in _load_items(session, context, batches, index)]
             if pending:
                 items = [future.result() for future in pending]
-                report.stage_seconds["read"] += sum(item.seconds for item in items)
+                context.stage_seconds["read"] += sum(item.seconds for item in items)
                 yield items
             pending = upcoming
 
 
-def _read(rt: Runtime, row: ManifestRow, source: IngestSource, known: set[tuple[str, str]]) -> ReadItem:
+def _load_items(session: Session, context: JobContext, batches: list[list[int]], index: int) -> list[ReadItem]:
+    if index >= len(batches):
+        return []
+    items = list(session.scalars(select(IngestItem).where(IngestItem.id.in_(batches[index])).order_by(IngestItem.id)))
+    rows = [ReadItem(item.id, ManifestRow(**item.row)) for item in items]
+    _remember_known(session, context, {item.row.product_id for item in rows})
+    return rows
+
+
+def _remember_known(session: Session, context: JobContext, product_ids: set[str]) -> None:
+    query = select(Image.product_id, Image.content_hash).where(Image.product_id.in_(sorted(product_ids)))
+    context.known.update(session.execute(query).tuples())
+
+
+def _read(rt: Runtime, context: JobContext, item: ReadItem) -> ReadItem:
     started = time.perf_counter()
-    item = ReadItem(row)
-    settings = rt.settings
+    row, settings = item.row, rt.settings
     try:
         if row.image.startswith(("http://", "https://")):
             data = fetch_url(row.image, settings)
         elif "://" in row.image:
             raise ValueError(f"unsupported URL scheme in {row.image!r}; use http(s) or a relative path")
         else:
-            data = read_local(row.image, source.base_dir, settings.max_image_bytes, source.confine)
+            data = read_local(row.image, context.base_dir, settings.max_image_bytes, context.confine)
         item.digest = content_hash(data)
-        if (row.product_id, item.digest) not in known:
+        if (row.product_id, item.digest) not in context.known:
             item.loaded = load_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-            item.pixels = rt.embedder.preprocess(item.loaded.image)
+            item.vector = rt.embedder.preprocess(item.loaded.image)
     except (ImageError, ValueError, OSError) as exc:
         item.error = str(exc)
     item.seconds = time.perf_counter() - started
     return item
 
 
-def _embed(rt: Runtime, batch: list[ReadItem], report: IngestReport) -> None:
+def _embed(rt: Runtime, batch: list[ReadItem], context: JobContext) -> None:
     started = time.perf_counter()
-    todo = [item for item in batch if item.pixels is not None]
+    todo = [item for item in batch if item.vector is not None]
     if todo:
-        vectors = rt.embedder.embed_pixels(np.stack([item.pixels for item in todo]))
+        vectors = rt.embedder.embed_pixels(np.stack([item.vector for item in todo]))
         for item, vector in zip(todo, vectors, strict=True):
-            item.pixels = vector  # the batch's pixels are no longer needed; keep the vector in their place
-    report.stage_seconds["embed"] += time.perf_counter() - started
+            item.vector = vector
+    context.stage_seconds["embed"] += time.perf_counter() - started
 
 
-def _write(
-    session: Session, rt: Runtime, batch: list[ReadItem], known: set[tuple[str, str]], report: IngestReport
-) -> None:
+def _write(session: Session, rt: Runtime, batch: list[ReadItem], context: JobContext, batch_seconds: float) -> None:
+    """One transaction: catalogue rows, the items' outcomes and the job's counters."""
     started = time.perf_counter()
-    new_rows: list[tuple[Image, np.ndarray]] = []
+    new_images: list[tuple[Image, np.ndarray]] = []
+    outcomes: dict[int, tuple[str, str | None]] = {}
     for item in batch:
-        row = item.row
-        if item.error:
-            report.fail(RowError(row.line, row.image, item.error))
-            continue
-        conflict, changed = _upsert_owner(session, row)
-        if conflict:
-            report.fail(RowError(row.line, row.image, conflict))
-            continue
-        key = (row.product_id, item.digest)
-        if key in known or item.loaded is None:
-            report.updated += bool(changed)
-            report.unchanged += not changed
-            continue
-        known.add(key)
-        image = new_image_row(rt, row.product_id, item.digest, row.image, item.loaded, item.pixels)
-        session.add(image)
-        new_rows.append((image, item.pixels))
-        report.added += 1
+        outcome, reason, image = _apply(session, rt, item, context)
+        outcomes[item.item_id] = (outcome, reason)
+        if image is not None:
+            new_images.append((image, item.vector))
+    session.flush()  # assigns image ids
+    context.stage_seconds["write"] += time.perf_counter() - started
+    _acknowledge(session, context.job_id, outcomes, context.stage_seconds, batch_seconds)
     session.commit()
-    if new_rows:
-        rt.index.upsert(np.array([image.id for image, _ in new_rows]), np.stack([vector for _, vector in new_rows]))
-    report.stage_seconds["write"] += time.perf_counter() - started
+    if new_images:
+        rt.index.upsert(np.array([image.id for image, _ in new_images]), np.stack([v for _, v in new_images]))
+    context.stage_seconds = dict.fromkeys(jobs.STAGES, 0.0)
+
+
+def _apply(session: Session, rt: Runtime, item: ReadItem, context: JobContext) -> tuple[str, str | None, Image | None]:
+    row = item.row
+    if item.error:
+        return "failed", item.error, None
+    conflict, changed = _upsert_owner(session, row)
+    if conflict:
+        return "failed", conflict, None
+    key = (row.product_id, item.digest)
+    if key in context.known or item.loaded is None:
+        return ("updated" if changed else "unchanged"), None, None
+    context.known.add(key)
+    image = new_image_row(rt, row.product_id, item.digest, row.image, item.loaded, item.vector)
+    session.add(image)
+    return "added", None, image
+
+
+def _acknowledge(
+    session: Session,
+    job_id: str,
+    outcomes: dict[int, tuple[str, str | None]],
+    stage_seconds: dict[str, float],
+    batch_seconds: float,
+) -> None:
+    for item in session.scalars(select(IngestItem).where(IngestItem.id.in_(list(outcomes)))):
+        item.state, (item.outcome, reason) = "done", outcomes[item.id]
+        item.reason = reason[:2048] if reason else None
+    job = session.get(IngestJob, job_id)
+    counts = [outcome for outcome, _ in outcomes.values()]
+    job.done += len(counts)
+    for name in ("added", "updated", "unchanged", "failed"):
+        setattr(job, name, getattr(job, name) + counts.count(name))
+    job.stage_seconds = {name: job.stage_seconds.get(name, 0.0) + seconds for name, seconds in stage_seconds.items()}
+    job.run_seconds += batch_seconds
+    job.heartbeat_at = utcnow()
 
 
 def _upsert_owner(session: Session, row: ManifestRow) -> tuple[str, bool]:
@@ -200,11 +215,8 @@ def _upsert_owner(session: Session, row: ManifestRow) -> tuple[str, bool]:
     changed = False
     factory = session.get(Factory, row.factory_id)
     if factory is None:
-        session.add(
-            Factory(
-                id=row.factory_id, name=row.factory_name or row.factory_id, region=row.region or None, attributes={}
-            )
-        )
+        name, region = row.factory_name or row.factory_id, row.region or None
+        session.add(Factory(id=row.factory_id, name=name, region=region, attributes={}))
         changed = True
     else:
         changed |= _set_if_given(factory, name=row.factory_name, region=row.region)
@@ -221,13 +233,9 @@ def _upsert_owner(session: Session, row: ManifestRow) -> tuple[str, bool]:
             )
         )
         return "", True
+    attributes = {**product.attributes, **row.attributes}
     changed |= _set_if_given(
-        product,
-        title=row.title,
-        category=row.category,
-        price=row.price,
-        moq=row.moq,
-        attributes={**product.attributes, **row.attributes},
+        product, title=row.title, category=row.category, price=row.price, moq=row.moq, attributes=attributes
     )
     return "", changed
 
