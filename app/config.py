@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     index: str = Field(default="flat", description="Vector index type: 'flat' (exact inner product).")
     torch_threads: int = Field(default=0, ge=0, description="0: one per core.")
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    decode_side: int = Field(
+        default=320,
+        ge=64,
+        le=4096,
+        description="Decode and keep images at about this size (never below the model's input size): JPEG "
+        "DCT scaling makes big photos cheap, and the stored copy serves thumbnails and reindex.",
+    )
     read_workers: int = Field(default=2, ge=1, le=64, description="Threads that fetch and decode for ingest.")
 
     # Limits: checked before an image is decoded, so hostile files are refused cheaply.

@@ -31,13 +31,14 @@ class NotAnImage(ImageError):
 
 @dataclass(frozen=True)
 class LoadedImage:
-    image: Image.Image  # RGB, at most max_side on its longer side
+    image: Image.Image  # RGB, reduced so its shorter side is at most max_side
     width: int  # original size, before any reduction
     height: int
     format: str
 
 
-def load_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = 512) -> LoadedImage:
+def load_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = 320) -> LoadedImage:
+    """Decode to RGB; with max_side, the shorter side is reduced to max_side (never enlarged)."""
     if len(data) == 0:
         raise NotAnImage("empty file")
     if len(data) > max_bytes:
@@ -48,7 +49,8 @@ def load_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | 
         raise ImageTooLarge(f"image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
     fmt = image.format or "unknown"
     if max_side and image.format == "JPEG":
-        # Draft mode decodes a big JPEG at 1/2, 1/4 or 1/8 scale straight from the DCT: far cheaper.
+        # Draft mode decodes a big JPEG at 1/2, 1/4 or 1/8 scale straight from the DCT, far cheaper than a
+        # full decode; it keeps both sides >= max_side.
         image.draft("RGB", (max_side, max_side))
     try:
         image.seek(0)  # animated GIF/WebP/APNG: the first frame
@@ -60,8 +62,17 @@ def load_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | 
     except (OSError, ValueError, SyntaxError) as exc:
         raise NotAnImage(f"image data is corrupt or truncated ({exc})") from exc
     if max_side:
-        rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        rgb = reduce_shorter_side(rgb, max_side)
     return LoadedImage(image=rgb, width=width, height=height, format=fmt)
+
+
+def reduce_shorter_side(image: Image.Image, side: int) -> Image.Image:
+    # The shorter side, because models centre-crop a square: a wide photo keeps its full height.
+    scale = side / min(image.size)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def _open_header(data: bytes) -> Image.Image:

@@ -16,7 +16,7 @@ from app.runtime import Runtime
 from app.schemas import FactoryCreate, FactoryUpdate, ProductCreate, ProductUpdate
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.index_sync import vector_to_bytes
-from embeddings import LoadedImage, load_image
+from embeddings import LoadedImage
 from index import VectorIndex
 
 
@@ -140,8 +140,7 @@ def add_image(session: Session, rt: Runtime, product_id: str, data: bytes, sourc
     existing = find_image(session, product_id, digest)
     if existing is not None:
         return existing, False
-    settings = rt.settings
-    loaded = load_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    loaded = rt.load_image(data)
     vector = rt.embedder.embed_images([loaded.image])[0]
     image = new_image_row(rt, product_id, digest, source, loaded, vector)
     session.add(image)
@@ -158,7 +157,7 @@ def new_image_row(
     rt: Runtime, product_id: str, digest: str, source: str, loaded: LoadedImage, vector: np.ndarray
 ) -> Image:
     """An Image row for a decoded and embedded picture; its reduced copy is saved to the media store."""
-    rt.media.save(digest, loaded.image)
+    rt.media.save(digest, loaded.image)  # a no-op when the copy is there already
     return Image(
         product_id=product_id,
         content_hash=digest,

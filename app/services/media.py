@@ -1,4 +1,4 @@
-"""Content-addressed store of each catalogue image, reduced to at most 512 px and JPEG-encoded.
+"""Content-addressed store of each catalogue image as decoded for the model (about 320 px), JPEG-encoded.
 
 It serves the web page's thumbnails and lets `sourcelens reindex` re-embed the catalogue with another
 model without going back to the factories' original files.
@@ -9,8 +9,6 @@ import tempfile
 from pathlib import Path
 
 from PIL import Image
-
-STORED_SIDE = 512
 
 
 class MediaStore:
@@ -25,11 +23,9 @@ class MediaStore:
         if target.exists():
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        copy = image.copy()
-        copy.thumbnail((STORED_SIDE, STORED_SIDE), Image.Resampling.BICUBIC)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            copy.save(handle, format="JPEG", quality=90)
+            image.save(handle, format="JPEG", quality=90)
         os.replace(tmp, target)  # readers never see half a file
 
     def open(self, content_hash: str) -> Image.Image:

@@ -11,7 +11,6 @@ from app.models import Factory, Image, Product
 from app.runtime import Runtime
 from app.services.errors import InvalidInputError
 from app.services.scoring import FactoryScore, Hit, rank_factories
-from embeddings import load_image
 
 # How many nearest images feed the per-factory aggregation, per factory asked for. Generous, because
 # one factory's many near matches should not crowd others out of the candidate pool.
@@ -30,8 +29,7 @@ class SearchResult:
 def search_photo(session: Session, rt: Runtime, data: bytes, top_k: int) -> SearchResult:
     started = time.perf_counter()
     check_top_k(rt, top_k)
-    settings = rt.settings
-    loaded = load_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+    loaded = rt.load_image(data, max_bytes=rt.settings.max_upload_bytes)
     vector = rt.embedder.embed_images([loaded.image])[0]
     return search_vector(session, rt, vector, top_k, started)
 
