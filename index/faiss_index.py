@@ -55,7 +55,15 @@ class FaissIndex(VectorIndex):
                 "Run `sourcelens reindex` to rebuild it with the configured model, or set SOURCELENS_MODEL back."
             )
         index = cls(directory, embedder, dim, meta.get("type", "flat"))
-        index._index = faiss.read_index(str(directory / meta["file"]))
+        try:
+            index._index = faiss.read_index(str(directory / meta["file"]))
+        except RuntimeError as exc:  # missing or damaged file: the database holds every vector
+            log.warning(
+                "index file %s is unreadable (%s); starting empty, to be rebuilt from the database",
+                meta["file"],
+                str(exc).splitlines()[0][:200],
+            )
+            index._dirty = True
         return index
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:

@@ -140,3 +140,17 @@ def test_bad_header_fails_before_anything_is_stored(make_runtime, tiny_embedder,
     with pytest.raises(InvalidInputError, match="required column"):
         ingest_manifest(runtime, manifest)
     assert count(runtime, Factory) == 0
+
+
+def test_missing_or_corrupt_index_file_is_rebuilt_from_database(make_runtime, tiny_embedder, catalogue, caplog):
+    runtime = make_runtime(tiny_embedder)
+    ingest_manifest(runtime, catalogue)
+    index_file = next(runtime.settings.index_dir.glob("faiss-*.index"))
+    index_file.write_bytes(b"garbage")
+    restarted = make_runtime(tiny_embedder)
+    assert sorted(restarted.index.ids().tolist()) == list(range(1, 29))
+    assert "unreadable" in caplog.text and "28 vectors added" in caplog.text
+    index_file.unlink(missing_ok=True)
+    for path in runtime.settings.index_dir.glob("faiss-*.index"):
+        path.unlink()
+    assert len(make_runtime(tiny_embedder).index) == 28
