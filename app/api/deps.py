@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from app.runtime import Runtime
@@ -30,3 +30,8 @@ def get_job_runner(request: Request) -> JobRunner:
 
 
 JobRunnerDep = Annotated[JobRunner, Depends(get_job_runner)]
+
+
+# Paging parameters shared by the list endpoints.
+Offset = Annotated[int, Query(ge=0, description="How many rows to skip.")]
+Limit = Annotated[int, Query(ge=1, le=500, description="How many rows to return.")]

@@ -1,17 +1,13 @@
 """/api/v1/factories: create, list, read, update, delete (deleting removes the factory's vectors)."""
 
-from typing import Annotated
+from fastapi import APIRouter, status
 
-from fastapi import APIRouter, Query, status
-
-from app.api.deps import RuntimeDep, SessionDep
+from app.api.deps import Limit, Offset, RuntimeDep, SessionDep
 from app.schemas import FactoryCreate, FactoryRead, FactoryUpdate
 from app.services import catalog
 from app.views import factory_read
 
 router = APIRouter(prefix="/api/v1/factories", tags=["factories"])
-Offset = Annotated[int, Query(ge=0)]
-Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 @router.post("", response_model=FactoryRead, status_code=status.HTTP_201_CREATED)

@@ -2,9 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Response, UploadFile, status
 
-from app.api.deps import JobRunnerDep, RuntimeDep, SessionDep
+from app.api.deps import JobRunnerDep, Limit, Offset, RuntimeDep, SessionDep
 from app.schemas import IngestJobRead
 from app.services import jobs
 from app.services.job_uploads import submit_upload
@@ -35,9 +35,7 @@ def create_ingest_job(
 
 
 @router.get("", response_model=list[IngestJobRead])
-def list_ingest_jobs(
-    session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=200)] = 20
-) -> list[IngestJobRead]:
+def list_ingest_jobs(session: SessionDep, offset: Offset = 0, limit: Limit = 20) -> list[IngestJobRead]:
     found = jobs.list_jobs(session, offset=offset, limit=limit)
     return [job_read(job, jobs.job_report(session, job.id, max_errors=20)) for job in found]
 

@@ -2,17 +2,15 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Response, UploadFile, status
 
-from app.api.deps import RuntimeDep, SessionDep
+from app.api.deps import Limit, Offset, RuntimeDep, SessionDep
 from app.api.uploads import read_upload
 from app.schemas import ImageRead, ImageUploadRead, ProductCreate, ProductRead, ProductUpdate
 from app.services import catalog
 from app.views import image_read, product_read
 
 router = APIRouter(prefix="/api/v1/products", tags=["products"])
-Offset = Annotated[int, Query(ge=0)]
-Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 @router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
