@@ -76,7 +76,7 @@ class Runtime:
         )
 
     def flush(self) -> None:
-        if getattr(self.index, "dirty", True):
+        if self.index.dirty:
             self.index.save()
 
     def close(self) -> None:

@@ -31,6 +31,11 @@ class VectorIndex(ABC):
     def ids(self) -> np.ndarray:
         """Every stored id."""
 
+    @property
+    @abstractmethod
+    def dirty(self) -> bool:
+        """True when the index holds changes not yet saved."""
+
     @abstractmethod
     def save(self) -> None:
         """Persist atomically: after a crash the previous or the new state is on disk, never a mix."""
