@@ -147,9 +147,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     from app.db import create_tables, make_engine, make_session_factory
     from app.services.media import MediaStore
-    from app.services.reindex import count_images, reindex
+    from app.services.reindex import count_images, rebuild_index, reembed
     from embeddings import load_embedder
-    from index import FaissIndex
 
     settings.ensure_dirs()
     engine = make_engine(settings.resolved_database_url)
@@ -161,10 +160,10 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
         cache_dir=settings.model_cache_dir,
         batch_size=settings.embed_batch_size,
     )
-    fresh = FaissIndex(settings.index_dir, embedder.name, embedder.dim, settings.index)
     with sessions() as session, _progress_bar(count_images(session), "img") as bar:
-        done = reindex(sessions, embedder, MediaStore(settings.media_dir), fresh, bar.update, force=args.force)
-    print(f"re-embedded {done} images with {embedder.name}; the index holds {len(fresh)} vectors")
+        done = reembed(sessions, embedder, MediaStore(settings.media_dir), bar.update, force=args.force)
+    index = rebuild_index(sessions, embedder, settings.index_dir, settings.index, settings.index_ivf_threshold)
+    print(f"re-embedded {done} images with {embedder.name}; the index holds {len(index)} vectors ({index.describe()})")
     return 0
 
 

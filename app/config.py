@@ -24,7 +24,13 @@ class Settings(BaseSettings):
     )
     model_cache_dir: Path | None = Field(default=None, description="Where hub weights are cached.")
     precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
-    index: str = Field(default="flat", description="Vector index type: 'flat' (exact inner product).")
+    index: str = Field(
+        default="auto",
+        pattern="^(auto|flat|ivf-sq8)$",
+        description="Vector index: flat (exact), ivf-sq8 (inverted file, 8-bit codes), or auto: flat until "
+        "index_ivf_threshold vectors, then rebuilt as ivf-sq8 in the background.",
+    )
+    index_ivf_threshold: int = Field(default=50_000, ge=1)
     torch_threads: int = Field(default=0, ge=0, description="0: one per core.")
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     decode_side: int = Field(
@@ -33,6 +39,10 @@ class Settings(BaseSettings):
         le=4096,
         description="Decode and keep images at about this size (never below the model's input size): JPEG "
         "DCT scaling makes big photos cheap, and the stored copy serves thumbnails and reindex.",
+    )
+    search_batch_max: int = Field(default=16, ge=1, le=256, description="Most searches in one forward pass.")
+    search_batch_wait_ms: float = Field(
+        default=10.0, ge=0, description="How long a batch waits for searches already on their way."
     )
     read_workers: int = Field(default=2, ge=1, le=64, description="Threads that fetch and decode for ingest.")
 

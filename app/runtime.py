@@ -3,7 +3,8 @@
 import logging
 import os
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import torch
 from sqlalchemy import Engine
@@ -11,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import create_tables, make_engine, make_session_factory
-from app.services.index_sync import check_catalogue_embedder, reconcile
+from app.services.index_sync import check_catalogue_embedder, load_vectors, reconcile
 from app.services.media import MediaStore
 from embeddings import Embedder, LoadedImage, load_embedder, load_image
+from embeddings.batcher import MicroBatcher
 from index import VectorIndex, open_index
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class Runtime:
     embedder: Embedder
     index: VectorIndex
     media: MediaStore
+    batcher: MicroBatcher
+    _rebuild: threading.Thread | None = field(default=None, repr=False)
 
     @classmethod
     def start(cls, settings: Settings, embedder: Embedder | None = None) -> "Runtime":
@@ -55,10 +59,15 @@ class Runtime:
         )
         with sessions() as session:
             check_catalogue_embedder(session, embedder.name)
-            index = open_index(settings.index_dir, embedder.name, embedder.dim, settings.index)
+            index = open_index(
+                settings.index_dir, embedder.name, embedder.dim, settings.index, settings.index_ivf_threshold
+            )
             if reconcile(session, index).changed:
                 index.save()
-        return cls(settings, engine, sessions, embedder, index, MediaStore(settings.media_dir))
+        batcher = MicroBatcher(embedder, settings.search_batch_max, settings.search_batch_wait_ms / 1000)
+        runtime = cls(settings, engine, sessions, embedder, index, MediaStore(settings.media_dir), batcher)
+        runtime.maybe_rebuild_index()
+        return runtime
 
     @property
     def decode_side(self) -> int:
@@ -78,7 +87,25 @@ class Runtime:
     def flush(self) -> None:
         if self.index.dirty:
             self.index.save()
+        self.maybe_rebuild_index()
+
+    def maybe_rebuild_index(self) -> None:
+        """Start the background move to a bigger index kind when the catalogue has grown into it."""
+        if self.index.wants_rebuild and not (self._rebuild and self._rebuild.is_alive()):
+            self._rebuild = threading.Thread(target=self._rebuild_index, name="index-rebuild", daemon=True)
+            self._rebuild.start()
+
+    def _rebuild_index(self) -> None:
+        try:
+            self.index.begin_rebuild()  # log writes from here on; the snapshot below may miss them
+            with self.sessions() as session:
+                ids, vectors = load_vectors(session, self.embedder.dim)
+            self.index.finish_rebuild(ids, vectors)
+            self.index.save()
+        except Exception:  # the flat index keeps serving; the next flush tries again
+            log.exception("background index rebuild failed")
 
     def close(self) -> None:
+        self.batcher.close()
         self.flush()
         self.engine.dispose()

@@ -3,11 +3,13 @@
 from pathlib import Path
 
 from index.base import IndexMismatchError, VectorIndex
-from index.faiss_index import FaissIndex
+from index.faiss_index import IVF_THRESHOLD, FaissIndex
 
 
-def open_index(directory: Path, embedder: str, dim: int, index_type: str = "flat") -> VectorIndex:
-    return FaissIndex.open(directory, embedder, dim, index_type)
+def open_index(
+    directory: Path, embedder: str, dim: int, index_type: str = "auto", ivf_threshold: int = IVF_THRESHOLD
+) -> VectorIndex:
+    return FaissIndex.open(directory, embedder, dim, index_type, ivf_threshold)
 
 
 __all__ = ["FaissIndex", "IndexMismatchError", "VectorIndex", "open_index"]

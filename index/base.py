@@ -42,3 +42,14 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def __len__(self) -> int: ...
+
+    # Backends that change structure as they grow (FAISS: flat → IVF) rebuild in the background.
+    @property
+    def wants_rebuild(self) -> bool:
+        return False
+
+    def begin_rebuild(self) -> None:
+        raise NotImplementedError
+
+    def finish_rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        raise NotImplementedError

@@ -3,6 +3,12 @@
 Layout: `faiss-<generation>.index` files and `meta.json`, which names the current file and the embedder.
 A save writes a new generation, fsyncs it, then atomically replaces meta.json; so a crash at any point
 leaves a complete, self-consistent index on disk. Older generations are deleted after the switch.
+
+Index kind (index/faiss_kinds.py) follows the `index_type` policy: `flat`, `ivf-sq8`, or `auto` (flat until
+`ivf_threshold` vectors, then IVF-SQ8). Moving to IVF is a rebuild that runs in the background: mutations
+made meanwhile are logged and replayed onto the new index before it replaces the old one, so searches and
+writes go on throughout. IVF files are opened memory-mapped (fast start, pages shared with the OS cache)
+and copied into memory on the first write.
 """
 
 import json
@@ -15,6 +21,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from index import faiss_kinds as kinds
 from index.base import IndexMismatchError, VectorIndex
 from index.rwlock import ReadWriteLock
 
@@ -22,31 +29,41 @@ log = logging.getLogger(__name__)
 
 META = "meta.json"
 FORMAT = 1
-SUPPORTED_TYPES = ("flat",)
+AUTO = "auto"
+POLICIES = (*kinds.KINDS, AUTO)
+IVF_THRESHOLD = 50_000  # a flat scan of 50k × 512 takes ~9 ms on one core; past that, IVF pays
 
 
 class FaissIndex(VectorIndex):
-    def __init__(self, directory: Path, embedder: str, dim: int, index_type: str = "flat") -> None:
-        if index_type not in SUPPORTED_TYPES:
-            raise ValueError(f"index type {index_type!r} is not supported (choose from {SUPPORTED_TYPES})")
+    def __init__(
+        self, directory: Path, embedder: str, dim: int, index_type: str = AUTO, ivf_threshold: int = IVF_THRESHOLD
+    ) -> None:
+        if index_type not in POLICIES:
+            raise ValueError(f"index type {index_type!r} is not supported (choose from {', '.join(POLICIES)})")
+        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.embedder = embedder
         self.dim = dim
-        self.index_type = index_type
+        self.policy = index_type
+        self.ivf_threshold = ivf_threshold
         self._lock = ReadWriteLock()
         self._save_lock = threading.Lock()  # one save at a time; searches go on during it
         # Continue numbering after whatever is on disk, so a save never overwrites the live file.
         self._generation = _latest_generation(directory)
         self._dirty = False
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._mapped: Path | None = None  # the file opened memory-mapped: read-only until the first write
+        self._log: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None  # mutations during a rebuild
+        self._index: faiss.Index = kinds.new_flat(dim)
 
     @classmethod
-    def open(cls, directory: Path, embedder: str, dim: int, index_type: str = "flat") -> "FaissIndex":
+    def open(
+        cls, directory: Path, embedder: str, dim: int, index_type: str = AUTO, ivf_threshold: int = IVF_THRESHOLD
+    ) -> "FaissIndex":
         """Open the index stored in `directory`, or start an empty one there."""
-        directory.mkdir(parents=True, exist_ok=True)
+        index = cls(directory, embedder, dim, index_type, ivf_threshold)
         meta_path = directory / META
         if not meta_path.exists():
-            return cls(directory, embedder, dim, index_type)
+            return index
         meta = json.loads(meta_path.read_text())
         if meta["embedder"] != embedder or meta["dim"] != dim:
             raise IndexMismatchError(
@@ -54,17 +71,44 @@ class FaissIndex(VectorIndex):
                 f"but the configured model is {embedder} (dim {dim}). "
                 "Run `sourcelens reindex` to rebuild it with the configured model, or set SOURCELENS_MODEL back."
             )
-        index = cls(directory, embedder, dim, meta.get("type", "flat"))
+        index._load(directory / meta["file"], meta.get("type", kinds.FLAT))
+        return index
+
+    @classmethod
+    def build(
+        cls,
+        directory: Path,
+        embedder: str,
+        dim: int,
+        index_type: str,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        ivf_threshold: int = IVF_THRESHOLD,
+    ) -> "FaissIndex":
+        """A new index of the policy's kind for these vectors (trained if it needs training)."""
+        index = cls(directory, embedder, dim, index_type, ivf_threshold)
+        if index._wants_ivf(len(ids)):
+            index._index = kinds.train_ivf_sq8(vectors, dim, len(ids))
+        index.upsert(ids, vectors)
+        return index
+
+    def _load(self, path: Path, kind: str) -> None:
         try:
-            index._index = faiss.read_index(str(directory / meta["file"]))
+            flags = faiss.IO_FLAG_MMAP if kind == kinds.IVF_SQ8 else 0
+            self._index = faiss.read_index(str(path), flags)
+            self._mapped = path if flags else None
         except RuntimeError as exc:  # missing or damaged file: the database holds every vector
             log.warning(
                 "index file %s is unreadable (%s); starting empty, to be rebuilt from the database",
-                meta["file"],
+                path.name,
                 str(exc).splitlines()[0][:200],
             )
-            index._dirty = True
-        return index
+            self._dirty = True
+
+    def _wants_ivf(self, count: int) -> bool:
+        return self.policy == kinds.IVF_SQ8 or (self.policy == AUTO and count >= self.ivf_threshold)
+
+    # --- mutations -----------------------------------------------------------------------------------
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -74,8 +118,9 @@ class FaissIndex(VectorIndex):
         if len(ids) == 0:
             return
         with self._lock.write():
-            self._index.remove_ids(faiss.IDSelectorBatch(ids))
-            self._index.add_with_ids(vectors, ids)
+            self._make_writable()
+            _upsert(self._index, ids, vectors)
+            self._record("upsert", ids, vectors)
             self._dirty = True
 
     def remove(self, ids: np.ndarray) -> int:
@@ -83,31 +128,84 @@ class FaissIndex(VectorIndex):
         if len(ids) == 0:
             return 0
         with self._lock.write():
-            removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+            self._make_writable()
+            removed = kinds.remove(self._index, ids)
+            self._record("remove", ids, None)
             self._dirty = self._dirty or removed > 0
         return removed
+
+    def _record(self, op: str, ids: np.ndarray, vectors: np.ndarray | None) -> None:
+        if self._log is not None:
+            self._log.append((op, ids.copy(), None if vectors is None else vectors.copy()))
+
+    def _make_writable(self) -> None:
+        if self._mapped:  # memory-mapped lists are read-only: read an in-memory copy once
+            self._index = faiss.read_index(str(self._mapped))
+            self._mapped = None
+
+    # --- reads ---------------------------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with self._lock.read():
             if self._index.ntotal == 0:
                 return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            # IVF may find fewer than k in the lists it probes: those slots come back as id -1.
             return self._index.search(queries, min(k, self._index.ntotal))
 
     def ids(self) -> np.ndarray:
         with self._lock.read():
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            return kinds.stored_ids(self._index)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
     @property
+    def kind(self) -> str:
+        return kinds.kind_of(self._index)
+
+    def describe(self) -> str:
+        return kinds.describe(self._index)
+
+    @property
     def dirty(self) -> bool:
         return self._dirty
+
+    # --- background upgrade to IVF -------------------------------------------------------------------
+
+    @property
+    def wants_rebuild(self) -> bool:
+        """The policy calls for IVF but the index is still flat (it grew, or the policy changed)."""
+        return self.kind == kinds.FLAT and self._wants_ivf(len(self)) and self._log is None
+
+    def begin_rebuild(self) -> None:
+        """Start logging mutations; take the snapshot of vectors to build from *after* this call."""
+        with self._lock.write():
+            self._log = []
+
+    def finish_rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Build the policy's kind from the snapshot (slow, no lock held), replay the log, swap it in."""
+        try:
+            new = kinds.train_ivf_sq8(vectors, self.dim, len(ids))
+            _upsert(new, np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(vectors, np.float32))
+            with self._lock.write():
+                for op, logged_ids, logged_vectors in self._log:
+                    if op == "upsert":
+                        _upsert(new, logged_ids, logged_vectors)
+                    else:
+                        kinds.remove(new, logged_ids)
+                self._index, self._mapped, self._dirty = new, None, True
+                log.info("index rebuilt as %s with %d vectors", kinds.describe(new), new.ntotal)
+        finally:
+            self._log = None
+
+    # --- persistence ---------------------------------------------------------------------------------
 
     def save(self) -> None:
         # A read lock keeps writers out while the snapshot is written; searches go on.
         with self._save_lock, self._lock.read():
+            if self._mapped:  # unchanged since it was opened: the file on disk is current
+                return
             generation = self._generation + 1
             filename = f"faiss-{generation:06d}.index"
             faiss.write_index(self._index, str(self.directory / filename))
@@ -115,7 +213,7 @@ class FaissIndex(VectorIndex):
             meta = {
                 "format": FORMAT,
                 "backend": "faiss",
-                "type": self.index_type,
+                "type": self.kind,
                 "embedder": self.embedder,
                 "dim": self.dim,
                 "count": int(self._index.ntotal),
@@ -133,8 +231,13 @@ class FaissIndex(VectorIndex):
                 path.unlink(missing_ok=True)
 
 
+def _upsert(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray) -> None:
+    kinds.remove(index, ids)
+    index.add_with_ids(vectors, ids)
+
+
 def _latest_generation(directory: Path) -> int:
-    numbers = [int(path.stem.split("-")[1]) for path in directory.glob("faiss-*.index") if path.stem[6:].isdigit()]
+    numbers = [int(path.stem[6:]) for path in directory.glob("faiss-*.index") if path.stem[6:].isdigit()]
     return max(numbers, default=0)
 
 

@@ -111,3 +111,71 @@ def test_concurrent_searches_and_writes_stay_consistent(tmp_path):
         thread.join()
     assert errors == []
     assert len(index) == len(set(index.ids().tolist()))
+
+
+def clustered_unit(rows: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, 50, rows)] + rng.standard_normal((rows, dim)).astype(np.float32) * 0.5
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_ivf_index_searches_removes_and_reopens_memory_mapped(tmp_path):
+    vectors = clustered_unit(6000)
+    ids = np.arange(1, 6001)
+    index = FaissIndex.build(tmp_path, "m", 32, "ivf-sq8", ids, vectors)
+    assert index.kind == "ivf-sq8" and "lists" in index.describe()
+    _, found = index.search(vectors[:200], 1)
+    assert np.mean(found[:, 0] == ids[:200]) > 0.95
+    assert index.remove(np.array([1, 2, 99999])) == 2
+    index.save()
+
+    reopened = FaissIndex.open(tmp_path, "m", 32, "ivf-sq8")
+    assert len(reopened) == 5998 and reopened.kind == "ivf-sq8"
+    assert 1 not in set(reopened.ids().tolist())
+    reopened.upsert(np.array([1]), vectors[[0]])  # the first write copies the mapped lists into memory
+    _, found = reopened.search(vectors[0], 1)
+    assert found[0, 0] == 1 and len(reopened) == 5999
+
+
+def test_auto_policy_rebuilds_as_ivf_while_writes_continue(tmp_path):
+    vectors = clustered_unit(3000)
+    index = FaissIndex.open(tmp_path, "m", 32, "auto", ivf_threshold=2000)
+    index.upsert(np.arange(1, 2501), vectors[:2500])
+    assert index.kind == "flat" and index.wants_rebuild
+    index.begin_rebuild()
+    snapshot_ids, snapshot = index.ids(), vectors[:2500]  # taken after logging started
+    index.upsert(np.arange(2501, 3001), vectors[2500:])  # written while the IVF index is being built
+    index.remove(np.array([5, 6, 7]))
+    index.finish_rebuild(np.sort(snapshot_ids), snapshot)
+    assert index.kind == "ivf-sq8" and not index.wants_rebuild
+    assert sorted(index.ids().tolist()) == [i for i in range(1, 3001) if i not in (5, 6, 7)]
+    _, found = index.search(vectors[2990], 1)
+    assert found[0, 0] == 2991
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf-sq8"])
+def test_concurrent_writes_and_searches_on_each_kind(tmp_path, kind):
+    vectors = clustered_unit(4000, seed=3)
+    index = FaissIndex.build(tmp_path, "m", 32, kind, np.arange(4000), vectors)
+    errors: list[str] = []
+
+    def searcher() -> None:
+        for i in range(200):
+            _, ids = index.search(vectors[i], 1)  # ids < 1000 are never touched by the writer
+            if ids[0, 0] != i and not np.allclose(vectors[ids[0, 0]], vectors[i], atol=1e-2):
+                errors.append(f"{i} → {ids[0, 0]}")
+
+    def writer() -> None:
+        extra = clustered_unit(300, seed=4)
+        for i in range(300):
+            index.upsert(np.array([10_000 + i]), extra[[i]])
+            index.remove(np.array([1000 + i]))
+
+    threads = [threading.Thread(target=searcher) for _ in range(2)] + [threading.Thread(target=writer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(index) == 4000 and len(set(index.ids().tolist())) == 4000

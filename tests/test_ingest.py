@@ -154,3 +154,13 @@ def test_missing_or_corrupt_index_file_is_rebuilt_from_database(make_runtime, ti
     for path in runtime.settings.index_dir.glob("faiss-*.index"):
         path.unlink()
     assert len(make_runtime(tiny_embedder).index) == 28
+
+
+def test_growing_catalogue_moves_to_ivf_in_the_background(make_runtime, tiny_embedder, catalogue):
+    runtime = make_runtime(tiny_embedder, index_ivf_threshold=20)
+    ingest_manifest(runtime, catalogue)  # 28 images: past the threshold, so the flush starts a rebuild
+    runtime._rebuild.join(60)
+    assert runtime.index.kind == "ivf-sq8" and len(runtime.index) == 28
+    assert sorted(runtime.index.ids().tolist()) == list(range(1, 29))
+    reopened = make_runtime(tiny_embedder, index_ivf_threshold=20)
+    assert reopened.index.kind == "ivf-sq8" and len(reopened.index) == 28

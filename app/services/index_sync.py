@@ -70,3 +70,15 @@ def vector_from_bytes(blob: bytes) -> np.ndarray:
 
 def vector_to_bytes(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def load_vectors(session: Session, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored (id, embedding), read in chunks into one preallocated array."""
+    ids = np.array(sorted(session.scalars(select(Image.id))), dtype=np.int64)
+    vectors = np.empty((len(ids), dim), dtype=np.float32)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        query = select(Image.id, Image.embedding).where(Image.id.in_(chunk.tolist()))
+        rows = dict(session.execute(query).tuples().all())
+        vectors[start : start + len(chunk)] = [vector_from_bytes(rows[int(i)]) for i in chunk]
+    return ids, vectors

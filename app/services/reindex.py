@@ -6,25 +6,25 @@ already embedded by the configured model are skipped, and each chunk is committe
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Image
-from app.services.index_sync import upsert_from_db, vector_to_bytes
+from app.services.index_sync import load_vectors, vector_to_bytes
 from app.services.media import MediaStore
 from embeddings import Embedder
-from index import VectorIndex
+from index import FaissIndex
 
 log = logging.getLogger(__name__)
 CHUNK = 64
 
 
-def reindex(
+def reembed(
     sessions: sessionmaker[Session],
     embedder: Embedder,
     media: MediaStore,
-    fresh_index: VectorIndex,
     progress: Callable[[int], None] | None = None,
     force: bool = False,
 ) -> int:
@@ -34,8 +34,9 @@ def reindex(
         query = select(Image.id).order_by(Image.id)
         if not force:
             query = query.where(Image.embedder != embedder.name)
-        for chunk in _chunks(list(session.scalars(query)), CHUNK):
-            images = list(session.scalars(select(Image).where(Image.id.in_(chunk))))
+        ids = list(session.scalars(query))
+        for start in range(0, len(ids), CHUNK):
+            images = list(session.scalars(select(Image).where(Image.id.in_(ids[start : start + CHUNK]))))
             vectors = embedder.embed_images([media.open(image.content_hash) for image in images])
             for image, vector in zip(images, vectors, strict=True):
                 image.embedding, image.embedder = vector_to_bytes(vector), embedder.name
@@ -43,20 +44,20 @@ def reindex(
             done += len(images)
             if progress:
                 progress(len(images))
-        all_ids = list(session.scalars(select(Image.id)))
-        for chunk in _chunks(all_ids, 4096):
-            upsert_from_db(session, fresh_index, chunk)
-    fresh_index.save()
-    log.info("reindexed %d images; index holds %d vectors", done, len(fresh_index))
     return done
+
+
+def rebuild_index(
+    sessions: sessionmaker[Session], embedder: Embedder, directory: Path, index_type: str, ivf_threshold: int
+) -> FaissIndex:
+    """A new index of the configured kind from the stored embeddings, saved over the old one atomically."""
+    with sessions() as session:
+        ids, vectors = load_vectors(session, embedder.dim)
+    index = FaissIndex.build(directory, embedder.name, embedder.dim, index_type, ids, vectors, ivf_threshold)
+    index.save()
+    log.info("index rebuilt: %s, %d vectors", index.describe(), len(index))
+    return index
 
 
 def count_images(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Image)) or 0
-
-
-def _chunks(ids: list[int], size: int) -> list[list[int]]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
-
-
-__all__ = ["count_images", "reindex"]

@@ -29,8 +29,9 @@ class SearchResult:
 def search_photo(session: Session, rt: Runtime, data: bytes, top_k: int) -> SearchResult:
     started = time.perf_counter()
     check_top_k(rt, top_k)
-    loaded = rt.load_image(data, max_bytes=rt.settings.max_upload_bytes)
-    vector = rt.embedder.embed_images([loaded.image])[0]
+    with rt.batcher.expect():  # announce this search before decoding, so a batch can wait for it
+        loaded = rt.load_image(data, max_bytes=rt.settings.max_upload_bytes)
+        vector = rt.batcher.embed(rt.embedder.preprocess(loaded.image))
     return search_vector(session, rt, vector, top_k, started)
 
 

@@ -1,0 +1,86 @@
+"""Micro-batching: concurrent single-image embeds become one batched forward pass.
+
+A batched pass costs far less per image than single passes (ViT-B-32 bf16 here: ~26 ms per image in a
+batch of 16 against ~48 ms alone). Requests announce themselves with `expect()` before they decode; the
+batching thread takes the first waiting image and, only while more announced requests are still on their
+way, waits up to `max_wait_s` for them, up to `max_batch`. A lone request therefore never waits.
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+
+import numpy as np
+
+from embeddings.base import Embedder
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class MicroBatcher:
+    def __init__(self, embedder: Embedder, max_batch: int = 16, max_wait_s: float = 0.01) -> None:
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.batches = 0  # forward passes run, and images embedded: for metrics and tests
+        self.images = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def expect(self) -> Iterator[None]:
+        """Wrap a request from before it decodes until it has its vector, so the batcher knows it is coming."""
+        with self._count_lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """One preprocessed image (3, S, S) → its unit vector, computed in a shared batch."""
+        future: Future[np.ndarray] = Future()
+        self._queue.put((pixels, future))
+        return future.result()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while (first := self._queue.get()) is not _STOP:
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_batch and self._in_flight > len(batch):
+                remaining = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                batch.append(item)
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[np.ndarray, Future]]) -> None:
+        try:
+            vectors = self.embedder.embed_pixels(np.stack([pixels for pixels, _ in batch]))
+        except Exception as exc:  # every waiting request gets the error, none hangs
+            log.exception("batched embedding failed")
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        self.batches += 1
+        self.images += len(batch)
+        for (_, future), vector in zip(batch, vectors, strict=True):
+            future.set_result(vector)

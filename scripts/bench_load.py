@@ -1,0 +1,127 @@
+"""Searches under concurrent load over HTTP on loopback, against the bare batched model; one line.
+
+    python scripts/bench_load.py [--clients 16] [--seconds 30] [--model openclip:ViT-B-32:random]
+
+Starts `sourcelens serve` on 127.0.0.1 over a small ingested catalogue, then --clients threads post photo
+searches back to back for --seconds (bounded in time and loopback only). Reports searches/s, p50/p99 and
+errors, beside the bare batched model rate (same model, precision and batch size, pre-processed tensors)
+measured in the same run on the same machine.
+"""
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from app.config import Settings
+from app.runtime import Runtime
+from app.sample_catalogue import write_catalogue
+from app.services.ingest import ingest_manifest
+from embeddings import load_embedder
+
+
+def bare_batched_rate(spec: str, batch: int) -> tuple[float, str]:
+    embedder = load_embedder(spec, precision="auto", batch_size=batch)
+    size = embedder.preprocess.size
+    pixels = np.random.default_rng(0).standard_normal((batch * 6, 3, size, size)).astype(np.float32)
+    embedder.embed_pixels(pixels[:batch])
+    started = time.perf_counter()
+    embedder.embed_pixels(pixels)
+    return len(pixels) / (time.perf_counter() - started), embedder.precision
+
+
+def prepare(workdir: Path, spec: str) -> tuple[Path, list[bytes]]:
+    data_dir = workdir / "data"
+    manifest = write_catalogue(workdir / "catalogue", factories=6, products_per_factory=6, size=640)
+    runtime = Runtime.start(Settings(data_dir=data_dir, model=spec))
+    ingest_manifest(runtime, manifest)
+    runtime.close()
+    photos = []
+    for path in sorted((manifest.parent / "images").glob("*.jpg"))[:16]:  # competitor-like: resized, recompressed
+        buffer = io.BytesIO()
+        Image.open(path).resize((600, 600)).save(buffer, format="JPEG", quality=80)
+        photos.append(buffer.getvalue())
+    return data_dir, photos
+
+
+def serve(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "SOURCELENS_DATA_DIR": str(data_dir)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("server did not start")
+
+
+def load(url: str, photos: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = [0]
+    stop_at = time.monotonic() + seconds
+
+    def client(number: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            i = number
+            while time.monotonic() < stop_at:
+                files = {"image": ("q.jpg", photos[i % len(photos)], "image/jpeg")}
+                started = time.perf_counter()
+                ok = http.post(url, files=files, data={"top_k": "5"}).status_code == 200
+                latencies.append(time.perf_counter() - started) if ok else errors.__setitem__(0, errors[0] + 1)
+                i += clients
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--model", default="openclip:ViT-B-32:random")
+    parser.add_argument("--port", type=int, default=8791)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="sourcelens-bench-load-"))
+    data_dir, photos = prepare(workdir, args.model)
+    bare, precision = bare_batched_rate(args.model, Settings().search_batch_max)
+    server = serve(data_dir, args.port)
+    try:
+        load(f"http://127.0.0.1:{args.port}/api/v1/search", photos, args.clients, 3)  # warm-up
+        started = time.perf_counter()
+        latencies, errors = load(f"http://127.0.0.1:{args.port}/api/v1/search", photos, args.clients, args.seconds)
+        elapsed = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(30)
+    rate = len(latencies) / elapsed
+    ms = np.array(latencies) * 1000
+    print(
+        f"bench_load: {args.clients} clients for {args.seconds:.0f}s over loopback HTTP, model={args.model} "
+        f"{precision} | {rate:.1f} searches/s, p50 {np.percentile(ms, 50):.0f} ms, p99 {np.percentile(ms, 99):.0f} ms, "
+        f"{errors} errors | bare batched model {bare:.1f} img/s | ratio {rate / bare:.2f} | {os.cpu_count()} cores"
+    )
+
+
+if __name__ == "__main__":
+    main()

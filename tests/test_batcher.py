@@ -1,0 +1,61 @@
+"""Micro-batching of concurrent searches."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from embeddings.batcher import MicroBatcher
+
+
+def pixels_for(embedder, count: int, seed: int = 0) -> np.ndarray:
+    size = embedder.preprocess.size
+    return np.random.default_rng(seed).standard_normal((count, 3, size, size)).astype(np.float32)
+
+
+def test_concurrent_requests_share_forward_passes_and_get_their_own_vectors(tiny_embedder):
+    batcher = MicroBatcher(tiny_embedder, max_batch=8, max_wait_s=0.5)
+    pixels = pixels_for(tiny_embedder, 12)
+    results: dict[int, np.ndarray] = {}
+    start = threading.Barrier(12)
+
+    def request(i: int) -> None:
+        with batcher.expect():
+            start.wait()
+            results[i] = batcher.embed(pixels[i])
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    batcher.close()
+    expected = tiny_embedder.embed_pixels(pixels)
+    np.testing.assert_allclose(np.stack([results[i] for i in range(12)]), expected, atol=2e-4)
+    assert batcher.images == 12 and batcher.batches <= 4  # 12 requests, batches of up to 8
+
+
+def test_a_lone_request_does_not_wait_for_the_window(tiny_embedder):
+    batcher = MicroBatcher(tiny_embedder, max_batch=8, max_wait_s=60)  # waiting would hang the test
+    done = threading.Event()
+
+    def request() -> None:
+        with batcher.expect():
+            batcher.embed(pixels_for(tiny_embedder, 1)[0])
+        done.set()
+
+    threading.Thread(target=request, daemon=True).start()
+    assert done.wait(20)
+    assert (batcher.batches, batcher.images) == (1, 1)
+    batcher.close()
+
+
+def test_a_failed_batch_fails_every_request_in_it(tiny_embedder):
+    class Broken:
+        def embed_pixels(self, pixels):
+            raise RuntimeError("model exploded")
+
+    batcher = MicroBatcher(Broken(), max_batch=4, max_wait_s=0.01)
+    with pytest.raises(RuntimeError, match="exploded"):
+        batcher.embed(pixels_for(tiny_embedder, 1)[0])
+    batcher.close()
