@@ -42,7 +42,10 @@ class Settings(BaseSettings):
     )
     search_batch_max: int = Field(default=16, ge=1, le=256, description="Most searches in one forward pass.")
     search_batch_wait_ms: float = Field(
-        default=10.0, ge=0, description="How long a batch waits for searches already on their way."
+        default=50.0,
+        ge=0,
+        description="How long a batch waits for searches already on their way (never "
+        "for searches not yet received, so a lone search does not wait).",
     )
     read_workers: int = Field(default=2, ge=1, le=64, description="Threads that fetch and decode for ingest.")
 

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api import factories, health, images, ingest_jobs, products, search
 from app.api.errors import install_error_handlers
-from app.api.limits import BodySizeLimit
+from app.api.limits import AnnounceSearches, BodySizeLimit
 from app.config import Settings
 from app.runtime import Runtime
 from app.services import jobs
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         title="SourceLens", version="0.1.0", lifespan=lifespan, description="Find the factory behind a product photo."
     )
     app.add_middleware(BodySizeLimit, limits=body_limits(settings))
+    app.add_middleware(AnnounceSearches, path="/api/v1/search")
     install_error_handlers(app)
     for module in (search, factories, products, images, ingest_jobs, health):
         app.include_router(module.router)

@@ -64,7 +64,8 @@ class Runtime:
             )
             if reconcile(session, index).changed:
                 index.save()
-        batcher = MicroBatcher(embedder, settings.search_batch_max, settings.search_batch_wait_ms / 1000)
+        exclusive = (os.cpu_count() or 1) <= torch.get_num_threads()  # the model's threads hold every core
+        batcher = MicroBatcher(embedder, settings.search_batch_max, settings.search_batch_wait_ms / 1000, exclusive)
         runtime = cls(settings, engine, sessions, embedder, index, MediaStore(settings.media_dir), batcher)
         runtime.maybe_rebuild_index()
         return runtime

@@ -104,6 +104,9 @@ class HealthRead(BaseModel):
     dim: int
     images: int
     index: str
+    search_batches: int = Field(description="Forward passes run for searches since start.")
+    searches_embedded: int
+    model_busy_s: float = Field(description="Seconds the model spent on searches since start.")
 
 
 class ItemErrorRead(BaseModel):

@@ -1,9 +1,14 @@
 """Micro-batching: concurrent single-image embeds become one batched forward pass.
 
 A batched pass costs far less per image than single passes (ViT-B-32 bf16 here: ~26 ms per image in a
-batch of 16 against ~48 ms alone). Requests announce themselves with `expect()` before they decode; the
-batching thread takes the first waiting image and, only while more announced requests are still on their
-way, waits up to `max_wait_s` for them, up to `max_batch`. A lone request therefore never waits.
+batch of 16 against ~48 ms alone). Requests `announce()` themselves as early as they can (the HTTP layer
+does so when a search arrives, before its upload is parsed); the batching thread takes the first waiting
+image and, only while more announced requests are still on their way, waits up to `max_wait_s` for them,
+up to `max_batch`. A lone request therefore never waits.
+
+When the model's threads hold every core (`exclusive`), new requests also wait while a forward pass runs
+and decode between passes: decoding during a pass preempts torch's OpenMP threads, which then stall each
+other at every barrier (on 2 cores that cost a third of the throughput under load).
 """
 
 import logging
@@ -23,12 +28,18 @@ _STOP = object()
 
 
 class MicroBatcher:
-    def __init__(self, embedder: Embedder, max_batch: int = 16, max_wait_s: float = 0.01) -> None:
+    def __init__(
+        self, embedder: Embedder, max_batch: int = 16, max_wait_s: float = 0.05, exclusive: bool = False
+    ) -> None:
         self.embedder = embedder
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self.batches = 0  # forward passes run, and images embedded: for metrics and tests
+        self.exclusive = exclusive
+        self._model_idle = threading.Event()
+        self._model_idle.set()
+        self.batches = 0  # forward passes run, images embedded, seconds in the model: for metrics and tests
         self.images = 0
+        self.busy_s = 0.0
         self._queue: queue.Queue = queue.Queue()
         self._in_flight = 0
         self._count_lock = threading.Lock()
@@ -36,8 +47,8 @@ class MicroBatcher:
         self._thread.start()
 
     @contextmanager
-    def expect(self) -> Iterator[None]:
-        """Wrap a request from before it decodes until it has its vector, so the batcher knows it is coming."""
+    def announce(self) -> Iterator[None]:
+        """Wrap a request from its arrival until it has its vector, so batches wait for it. Never blocks."""
         with self._count_lock:
             self._in_flight += 1
         try:
@@ -45,6 +56,11 @@ class MicroBatcher:
         finally:
             with self._count_lock:
                 self._in_flight -= 1
+
+    def wait_turn(self) -> None:
+        """Call before decoding: in exclusive mode, waits while a forward pass holds the cores."""
+        if self.exclusive:
+            self._model_idle.wait()
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """One preprocessed image (3, S, S) → its unit vector, computed in a shared batch."""
@@ -74,12 +90,18 @@ class MicroBatcher:
 
     def _run(self, batch: list[tuple[np.ndarray, Future]]) -> None:
         try:
+            if self.exclusive:
+                self._model_idle.clear()
+            started = time.perf_counter()
             vectors = self.embedder.embed_pixels(np.stack([pixels for pixels, _ in batch]))
+            self.busy_s += time.perf_counter() - started
         except Exception as exc:  # every waiting request gets the error, none hangs
             log.exception("batched embedding failed")
             for _, future in batch:
                 future.set_exception(exc)
             return
+        finally:
+            self._model_idle.set()
         self.batches += 1
         self.images += len(batch)
         for (_, future), vector in zip(batch, vectors, strict=True):

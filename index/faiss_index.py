@@ -95,7 +95,7 @@ class FaissIndex(VectorIndex):
     def _load(self, path: Path, kind: str) -> None:
         try:
             flags = faiss.IO_FLAG_MMAP if kind == kinds.IVF_SQ8 else 0
-            self._index = faiss.read_index(str(path), flags)
+            self._index = kinds.tune_for_single_queries(faiss.read_index(str(path), flags))
             self._mapped = path if flags else None
         except RuntimeError as exc:  # missing or damaged file: the database holds every vector
             log.warning(
@@ -140,7 +140,7 @@ class FaissIndex(VectorIndex):
 
     def _make_writable(self) -> None:
         if self._mapped:  # memory-mapped lists are read-only: read an in-memory copy once
-            self._index = faiss.read_index(str(self._mapped))
+            self._index = kinds.tune_for_single_queries(faiss.read_index(str(self._mapped)))
             self._mapped = None
 
     # --- reads ---------------------------------------------------------------------------------------

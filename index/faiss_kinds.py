@@ -47,6 +47,14 @@ def train_ivf_sq8(vectors: np.ndarray, dim: int, count: int, seed: int = 0) -> f
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     index.nprobe = default_nprobe(nlist)
+    return tune_for_single_queries(index)
+
+
+def tune_for_single_queries(index: faiss.Index) -> faiss.Index:
+    """Searches come one photo at a time: split each query's probes across threads, not queries across
+    threads (1M × 512, nprobe 128, 2 threads: 4.0 → 2.3 ms a query). Not stored in the file; set on load."""
+    if kind_of(index) == IVF_SQ8:
+        index.parallel_mode = 1
     return index
 
 

@@ -109,17 +109,23 @@ def main() -> None:
     try:
         load(f"http://127.0.0.1:{args.port}/api/v1/search", photos, args.clients, 3)  # warm-up
         started = time.perf_counter()
+        before = httpx.get(f"http://127.0.0.1:{args.port}/healthz").json()
         latencies, errors = load(f"http://127.0.0.1:{args.port}/api/v1/search", photos, args.clients, args.seconds)
         elapsed = time.perf_counter() - started
+        after = httpx.get(f"http://127.0.0.1:{args.port}/healthz").json()
     finally:
         server.terminate()
         server.wait(30)
     rate = len(latencies) / elapsed
+    batches = after["search_batches"] - before["search_batches"]
+    mean_batch = (after["searches_embedded"] - before["searches_embedded"]) / max(batches, 1)
+    busy = (after["model_busy_s"] - before["model_busy_s"]) / elapsed
     ms = np.array(latencies) * 1000
     print(
         f"bench_load: {args.clients} clients for {args.seconds:.0f}s over loopback HTTP, model={args.model} "
         f"{precision} | {rate:.1f} searches/s, p50 {np.percentile(ms, 50):.0f} ms, p99 {np.percentile(ms, 99):.0f} ms, "
-        f"{errors} errors | bare batched model {bare:.1f} img/s | ratio {rate / bare:.2f} | {os.cpu_count()} cores"
+        f"{errors} errors, mean batch {mean_batch:.1f}, model busy {busy:.0%} "
+        f"| bare batched model {bare:.1f} img/s | ratio {rate / bare:.2f} | {os.cpu_count()} cores"
     )
 
 

@@ -60,6 +60,9 @@ def test_catalogue_crud_and_search_end_to_end(client):
     assert best["name"] == "Factory F1" and best["region"] == "Yiwu"
     assert best["matches"][0]["product_id"] == "P1" and best["matches"][0]["image_id"] == first.json()["id"]
     assert body["took_ms"] > 0
+    health = client.get("/healthz").json()
+    assert health["searches_embedded"] == 1 and health["search_batches"] == 1  # through the micro-batcher
+    assert health["index"] == "flat (exact)"
     thumbnail = client.get(best["matches"][0]["image_url"])
     assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
 

@@ -20,7 +20,7 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_vectors(tiny
     start = threading.Barrier(12)
 
     def request(i: int) -> None:
-        with batcher.expect():
+        with batcher.announce():
             start.wait()
             results[i] = batcher.embed(pixels[i])
 
@@ -40,7 +40,7 @@ def test_a_lone_request_does_not_wait_for_the_window(tiny_embedder):
     done = threading.Event()
 
     def request() -> None:
-        with batcher.expect():
+        with batcher.announce():
             batcher.embed(pixels_for(tiny_embedder, 1)[0])
         done.set()
 

@@ -10,12 +10,15 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=HealthRead)
 def healthz(runtime: RuntimeDep) -> HealthRead:
-    embedder = runtime.embedder
+    embedder, batcher = runtime.embedder, runtime.batcher
     return HealthRead(
         status="ok",
         model=embedder.name,
         precision=embedder.precision,
         dim=embedder.dim,
         images=len(runtime.index),
-        index=runtime.settings.index,
+        index=runtime.index.describe(),
+        search_batches=batcher.batches,
+        searches_embedded=batcher.images,
+        model_busy_s=round(batcher.busy_s, 3),
     )

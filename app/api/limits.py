@@ -48,3 +48,19 @@ async def _too_large(send: Send, max_bytes: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class AnnounceSearches:
+    """Tell the micro-batcher about a search the moment it arrives, before its upload is even parsed, so
+    a forming batch waits for it instead of running half full."""
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        with scope["app"].state.runtime.batcher.announce():
+            await self.app(scope, receive, send)

@@ -90,9 +90,9 @@ def run_job(
             if stop is not None and stop.is_set():
                 break
         else:
+            remove_job_files(rt.settings, job)  # every item is acknowledged: the files are no longer needed
             job.state, job.finished_at = "done", utcnow()
             session.commit()
-            remove_job_files(rt.settings, job)
         rt.flush()
         return jobs.job_report(session, job_id)
 

@@ -29,9 +29,9 @@ class SearchResult:
 def search_photo(session: Session, rt: Runtime, data: bytes, top_k: int) -> SearchResult:
     started = time.perf_counter()
     check_top_k(rt, top_k)
-    with rt.batcher.expect():  # announce this search before decoding, so a batch can wait for it
-        loaded = rt.load_image(data, max_bytes=rt.settings.max_upload_bytes)
-        vector = rt.batcher.embed(rt.embedder.preprocess(loaded.image))
+    rt.batcher.wait_turn()
+    loaded = rt.load_image(data, max_bytes=rt.settings.max_upload_bytes)
+    vector = rt.batcher.embed(rt.embedder.preprocess(loaded.image))
     return search_vector(session, rt, vector, top_k, started)
 
 
