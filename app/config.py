@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     )
     index_ivf_threshold: int = Field(default=50_000, ge=1)
     torch_threads: int = Field(default=0, ge=0, description="0: one per core.")
+    faiss_threads: int = Field(default=1, ge=0, description="OpenMP threads for FAISS; 0: one per core.")
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     decode_side: int = Field(
         default=320,
