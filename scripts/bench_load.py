@@ -11,7 +11,6 @@ measured in the same run on the same machine.
 import argparse
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +26,9 @@ from app.runtime import Runtime
 from app.sample_catalogue import write_catalogue
 from app.services.ingest import ingest_manifest
 from embeddings import load_embedder
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchtools import running_server
 
 
 def bare_batched_rate(spec: str, batch: int) -> tuple[float, str]:
@@ -51,24 +53,6 @@ def prepare(workdir: Path, spec: str) -> tuple[Path, list[bytes]]:
         Image.open(path).resize((600, 600)).save(buffer, format="JPEG", quality=80)
         photos.append(buffer.getvalue())
     return data_dir, photos
-
-
-def serve(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "SOURCELENS_DATA_DIR": str(data_dir)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.kill()
-    raise SystemExit("server did not start")
 
 
 def load(url: str, photos: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
@@ -105,17 +89,13 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sourcelens-bench-load-"))
     data_dir, photos = prepare(workdir, args.model)
     bare, precision = bare_batched_rate(args.model, Settings().search_batch_max)
-    server = serve(data_dir, args.port)
-    try:
-        load(f"http://127.0.0.1:{args.port}/api/v1/search", photos, args.clients, 3)  # warm-up
+    with running_server(data_dir, args.port) as base:
+        load(f"{base}/api/v1/search", photos, args.clients, 3)  # warm-up
+        before = httpx.get(f"{base}/healthz").json()
         started = time.perf_counter()
-        before = httpx.get(f"http://127.0.0.1:{args.port}/healthz").json()
-        latencies, errors = load(f"http://127.0.0.1:{args.port}/api/v1/search", photos, args.clients, args.seconds)
+        latencies, errors = load(f"{base}/api/v1/search", photos, args.clients, args.seconds)
         elapsed = time.perf_counter() - started
-        after = httpx.get(f"http://127.0.0.1:{args.port}/healthz").json()
-    finally:
-        server.terminate()
-        server.wait(30)
+        after = httpx.get(f"{base}/healthz").json()
     rate = len(latencies) / elapsed
     batches = after["search_batches"] - before["search_batches"]
     mean_batch = (after["searches_embedded"] - before["searches_embedded"]) / max(batches, 1)

@@ -12,7 +12,6 @@ model's single-image forward pass at the same precision.
 import argparse
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from index import FaissIndex
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_index import clustered
+from benchtools import running_server
 
 
 def build_catalogue(data_dir: Path, images: int, spec: str, dim: int) -> None:
@@ -116,21 +116,8 @@ def main() -> None:
     image = photo()
     bare_ms, precision = bare_single_ms(args.model, image, args.searches)
 
-    env = {**os.environ, "SOURCELENS_DATA_DIR": str(data_dir), "SOURCELENS_MODEL": args.model}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(args.port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{args.port}"
-    try:
-        for _ in range(600):
-            try:
-                health = httpx.get(f"{base}/healthz", timeout=1).json()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with running_server(data_dir, args.port, {"SOURCELENS_MODEL": args.model}) as base:
+        health = httpx.get(f"{base}/healthz", timeout=5).json()
         times = []
         with httpx.Client(timeout=30) as client:
             for number in range(args.searches + 5):
@@ -139,9 +126,6 @@ def main() -> None:
                 response.raise_for_status()
                 if number >= 5:  # warm-up first
                     times.append((time.perf_counter() - started) * 1000)
-    finally:
-        server.terminate()
-        server.wait(60)
     p50, p99 = np.percentile(times, 50), np.percentile(times, 99)
     print(
         f"bench_search: {health['images']:,}-image catalogue, index {health['index']}, model={args.model} "

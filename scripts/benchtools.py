@@ -1,0 +1,39 @@
+"""Shared by the serving benchmarks: run `sourcelens serve` on loopback for the length of a measurement."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+@contextmanager
+def running_server(data_dir: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Yields the base URL once /healthz answers; stops the server afterwards."""
+    server_env = {**os.environ, "SOURCELENS_DATA_DIR": str(data_dir), **(env or {})}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300  # a million-image catalogue takes a few seconds to open
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("the server did not start")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(60)
