@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("photo", type=Path)
     search.add_argument("--top-k", type=int, default=None, help="how many factories (default 10)")
     search.add_argument("--json", action="store_true", help="print the API's JSON body")
+    search.add_argument("--bbox", help="the product's box in the photo: x0,y0,x1,y1 (pixels or 0..1)")
+    search.add_argument("--include-weak", action="store_true", help="list candidates without a confident match")
     search.set_defaults(handler=cmd_search)
 
     for name, handler, text in (
@@ -94,25 +96,26 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from app.runtime import Runtime
-    from app.services.search import search_photo
+    from app.services.search import search
+    from app.services.search_options import QueryPhoto, SearchOptions
     from app.views import search_read
 
-    data = args.photo.read_bytes()
+    photo = QueryPhoto(args.photo.read_bytes(), args.bbox)
+    top_k = settings.default_top_k if args.top_k is None else args.top_k
+    options = SearchOptions(top_k=top_k, include_weak=args.include_weak)
     runtime = Runtime.start(settings)
     try:
         with runtime.sessions() as session:
-            body = search_read(
-                search_photo(session, runtime, data, settings.default_top_k if args.top_k is None else args.top_k)
-            )
+            body = search_read(search(session, runtime, [photo], None, options))
     finally:
         runtime.close()
     if args.json:
         print(json.dumps(body.model_dump(), indent=2))
         return 0
-    if not body.factories:
-        print("no catalogue images to search; ingest a manifest first")
+    if body.message:
+        print(body.message)
     for rank, factory in enumerate(body.factories, 1):
-        best = ", ".join(f"{m.product_id} ({m.score:.3f})" for m in factory.matches[:3])
+        best = ", ".join(f"{m.product_id} ({m.match_level} {m.similarity:.3f})" for m in factory.matches[:3])
         print(f"{rank:>2}. {factory.score:.3f}  {factory.name} [{factory.factory_id}, {factory.region or '-'}]  {best}")
     print(f"({body.took_ms:.0f} ms)")
     return 0

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     max_zip_ratio: float = Field(default=200.0, gt=1, description="Largest unpacked/packed size of a member.")
     job_poll_s: float = Field(default=2.0, gt=0)
     job_stale_after_s: float = Field(default=300.0, gt=0, description="Heartbeat age after which a job is retaken.")
+    near_duplicate_similarity: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1.01,
+        description="Cosine above which a hit is a confident near-duplicate without local-feature proof; "
+        "unset: the model's calibrated default (app/services/scoring.py).",
+    )
     max_top_k: int = Field(default=100, ge=1)
     default_top_k: int = Field(default=10, ge=1)
 

@@ -15,6 +15,8 @@ from app.config import Settings
 from app.db import create_tables, make_engine, make_session_factory
 from app.services.index_sync import check_catalogue_embedder, load_vectors, reconcile
 from app.services.media import MediaStore
+from app.services.scoring import default_near_duplicate
+from app.services.verify import FeatureCache
 from embeddings import Embedder, LoadedImage, load_embedder, load_image
 from embeddings.batcher import MicroBatcher
 from index import VectorIndex, open_index
@@ -46,6 +48,7 @@ class Runtime:
     index: VectorIndex
     media: MediaStore
     batcher: MicroBatcher
+    features: FeatureCache = field(init=False)  # catalogue images' local features, for verification
     _rebuild: threading.Thread | None = field(default=None, repr=False)
 
     @classmethod
@@ -74,6 +77,14 @@ class Runtime:
         runtime = cls(settings, engine, sessions, embedder, index, MediaStore(settings.media_dir), batcher)
         runtime.maybe_rebuild_index()
         return runtime
+
+    def __post_init__(self) -> None:
+        self.features = FeatureCache(self.media.open)
+
+    @property
+    def near_duplicate_similarity(self) -> float:
+        configured = self.settings.near_duplicate_similarity
+        return default_near_duplicate(self.embedder.name) if configured is None else configured
 
     @property
     def decode_side(self) -> int:

@@ -76,11 +76,26 @@ class ImageUploadRead(ImageRead):
     created: bool = Field(description="False when the product already had an image with these bytes.")
 
 
+class EvidenceRead(BaseModel):
+    inliers: int = Field(description="Local-feature matches consistent with one rotation, scale and shift.")
+    agreement: float = Field(description="Correlation of the aligned pixels, -1..1 (0.9+ is the same photo).")
+    region: tuple[float, float, float, float] | None = Field(
+        description="Matched area of the catalogue image: x0, y0, x1, y1 as fractions of its size."
+    )
+    mirrored: bool = Field(description="The query matched once mirrored.")
+
+
 class MatchRead(BaseModel):
     product_id: str
     image_id: int
-    score: float = Field(description="Cosine similarity of the query to this catalogue image.")
+    score: float = Field(description="Ranking score: the similarity, plus a bonus when verified identical.")
+    similarity: float = Field(description="Cosine similarity of the query to this catalogue image.")
+    match_level: str = Field(description="identical, near_duplicate or similar; see README 'How ranking works'.")
+    evidence: EvidenceRead | None = Field(description="Local-feature check; null when it was not run.")
     title: str
+    category: str | None
+    price: float | None
+    moq: int | None
     image_url: str
 
 
@@ -89,12 +104,19 @@ class FactoryMatchRead(BaseModel):
     name: str
     region: str | None
     score: float = Field(description="Factory score; see README 'How ranking works'.")
-    matches: list[MatchRead]
+    match_level: str = Field(description="The level of its best match.")
+    confident: bool
+    matches: list[MatchRead] = Field(description="Its best-matching products, one image each, best first.")
 
 
 class SearchRead(BaseModel):
+    confident_match: bool = Field(description="False: nothing cleared the calibrated threshold.")
+    message: str | None = Field(description="Why the list is empty, when it is.")
+    total: int = Field(description="Factories found over all pages.")
+    offset: int
     factories: list[FactoryMatchRead]
     took_ms: float
+    timings_ms: dict[str, float] = Field(description="decode, embed, search, lookup, verify.")
 
 
 class HealthRead(BaseModel):

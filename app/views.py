@@ -2,6 +2,7 @@
 
 from app.models import Factory, Image, IngestJob, Product
 from app.schemas import (
+    EvidenceRead,
     FactoryMatchRead,
     FactoryRead,
     ImageRead,
@@ -12,6 +13,7 @@ from app.schemas import (
     SearchRead,
 )
 from app.services.jobs import IngestReport
+from app.services.scoring import FactoryScore, Hit
 from app.services.search import SearchResult
 
 API = "/api/v1"
@@ -43,30 +45,67 @@ def image_read(image: Image) -> ImageRead:
     )
 
 
-def search_read(result: SearchResult) -> SearchRead:
-    factories = []
-    for ranked in result.factories:
-        factory = result.factory_rows[ranked.factory_id]
-        matches = [
-            MatchRead(
-                product_id=hit.product_id,
-                image_id=hit.image_id,
-                score=round(hit.similarity, 4),
-                title=result.product_rows[hit.product_id].title,
-                image_url=image_url(hit.image_id),
-            )
-            for hit in ranked.matches
-        ]
-        factories.append(
-            FactoryMatchRead(
-                factory_id=factory.id,
-                name=factory.name,
-                region=factory.region,
-                score=round(ranked.score, 4),
-                matches=matches,
-            )
+NO_CONFIDENT_MATCH = (
+    "No confident match: no catalogue image is the same photo or a near-duplicate. "
+    "Send include_weak=true to list the closest candidates anyway."
+)
+
+
+def search_read(result: SearchResult, offset: int = 0) -> SearchRead:
+    factories = [_factory_match_read(result, ranked) for ranked in result.factories]
+    message = _empty_message(result, offset) if not factories else None
+    return SearchRead(
+        confident_match=result.confident_match,
+        message=message,
+        total=result.total,
+        offset=offset,
+        factories=factories,
+        took_ms=round(result.took_ms, 1),
+        timings_ms=result.timings_ms,
+    )
+
+
+def _empty_message(result: SearchResult, offset: int) -> str:
+    if result.total:
+        return f"No factories beyond offset {offset}: {result.total} found in all."
+    if result.gated and not result.confident_match:
+        return NO_CONFIDENT_MATCH
+    return "Nothing in the catalogue matched; check the filters."
+
+
+def _factory_match_read(result: SearchResult, ranked: FactoryScore) -> FactoryMatchRead:
+    factory = result.factory_rows[ranked.factory_id]
+    return FactoryMatchRead(
+        factory_id=factory.id,
+        name=factory.name,
+        region=factory.region,
+        score=round(ranked.score, 4),
+        match_level=ranked.matches[0].level,
+        confident=ranked.confident,
+        matches=[_match_read(result.product_rows[hit.product_id], hit) for hit in ranked.matches],
+    )
+
+
+def _match_read(product: Product, hit: Hit) -> MatchRead:
+    check = hit.verification
+    evidence = None
+    if check is not None:
+        evidence = EvidenceRead(
+            inliers=check.inliers, agreement=check.agreement, region=check.region, mirrored=check.mirrored
         )
-    return SearchRead(factories=factories, took_ms=round(result.took_ms, 1))
+    return MatchRead(
+        product_id=hit.product_id,
+        image_id=hit.image_id,
+        score=round(hit.rank_score, 4),
+        similarity=round(hit.similarity, 4),
+        match_level=hit.level,
+        evidence=evidence,
+        title=product.title,
+        category=product.category,
+        price=product.price,
+        moq=product.moq,
+        image_url=image_url(hit.image_id),
+    )
 
 
 def job_read(job: IngestJob, report: IngestReport) -> IngestJobRead:

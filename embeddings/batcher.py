@@ -64,6 +64,10 @@ class MicroBatcher:
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """One preprocessed image (3, S, S) → its unit vector, computed in a shared batch."""
+        return self.embed_many(pixels[None])[0]
+
+    def embed_many(self, pixels: np.ndarray) -> np.ndarray:
+        """One request's images (n, 3, S, S) → (n, dim), kept together in one forward pass when they fit."""
         future: Future[np.ndarray] = Future()
         self._queue.put((pixels, future))
         return future.result()
@@ -74,9 +78,10 @@ class MicroBatcher:
 
     def _loop(self) -> None:
         while (first := self._queue.get()) is not _STOP:
-            batch = [first]
+            batch, images = [first], len(first[0])
             deadline = time.monotonic() + self.max_wait_s
-            while len(batch) < self.max_batch and self._in_flight > len(batch):
+            # Wait while announced requests are still on their way, and there is room for another image.
+            while images < self.max_batch and self._in_flight > len(batch):
                 remaining = deadline - time.monotonic()
                 try:
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -86,6 +91,7 @@ class MicroBatcher:
                     self._queue.put(_STOP)
                     break
                 batch.append(item)
+                images += len(item[0])
             self._run(batch)
 
     def _run(self, batch: list[tuple[np.ndarray, Future]]) -> None:
@@ -93,7 +99,7 @@ class MicroBatcher:
             if self.exclusive:
                 self._model_idle.clear()
             started = time.perf_counter()
-            vectors = self.embedder.embed_pixels(np.stack([pixels for pixels, _ in batch]))
+            vectors = self.embedder.embed_pixels(np.concatenate([pixels for pixels, _ in batch]))
             self.busy_s += time.perf_counter() - started
         except Exception as exc:  # every waiting request gets the error, none hangs
             log.exception("batched embedding failed")
@@ -103,6 +109,8 @@ class MicroBatcher:
         finally:
             self._model_idle.set()
         self.batches += 1
-        self.images += len(batch)
-        for (_, future), vector in zip(batch, vectors, strict=True):
-            future.set_result(vector)
+        self.images += len(vectors)
+        start = 0
+        for pixels, future in batch:
+            future.set_result(vectors[start : start + len(pixels)])
+            start += len(pixels)

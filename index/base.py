@@ -24,8 +24,9 @@ class VectorIndex(ABC):
         """Remove ids (absent ones are ignored); returns how many were removed."""
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (len(queries), k), best first; missing slots have id -1."""
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (len(queries), k), best first; missing slots have id -1. With `allowed`,
+        only those ids are candidates (filtered search, exact however few pass the filter)."""
 
     @abstractmethod
     def ids(self) -> np.ndarray:

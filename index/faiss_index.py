@@ -145,13 +145,14 @@ class FaissIndex(VectorIndex):
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with self._lock.read():
-            if self._index.ntotal == 0:
+            if self._index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
                 return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            params = None if allowed is None else kinds.filter_params(self._index, allowed)
             # IVF may find fewer than k in the lists it probes: those slots come back as id -1.
-            return self._index.search(queries, min(k, self._index.ntotal))
+            return self._index.search(queries, min(k, self._index.ntotal), params=params)
 
     def ids(self) -> np.ndarray:
         with self._lock.read():

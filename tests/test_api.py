@@ -54,14 +54,21 @@ def test_catalogue_crud_and_search_end_to_end(client):
     assert upload(client, "P2", photo(2)).status_code == 201
     assert client.get("/healthz").json()["images"] == 2
 
-    body = search(client, jpeg_bytes(Image.open(__import__("io").BytesIO(photo(1, 200))), 50), top_k="2").json()
-    assert [f["factory_id"] for f in body["factories"]] == ["F1", "F2"]
+    edited = jpeg_bytes(Image.open(__import__("io").BytesIO(photo(1, 200))), 50)
+    body = search(client, edited, top_k="2").json()
+    assert body["confident_match"] is True
+    assert [f["factory_id"] for f in body["factories"]] == ["F1"]  # F2's product is no confident match
     best = body["factories"][0]
-    assert best["name"] == "Factory F1" and best["region"] == "Yiwu"
+    assert best["name"] == "Factory F1" and best["region"] == "Yiwu" and best["match_level"] == "identical"
+    assert best["matches"][0]["evidence"]["inliers"] >= 12 and best["matches"][0]["moq"] == 100
+    body = search(client, edited, top_k="2", include_weak="true").json()
+    assert [f["factory_id"] for f in body["factories"]] == ["F1", "F2"]
+    assert body["factories"][1]["match_level"] == "similar" and body["factories"][1]["confident"] is False
     assert best["matches"][0]["product_id"] == "P1" and best["matches"][0]["image_id"] == first.json()["id"]
     assert body["took_ms"] > 0
     health = client.get("/healthz").json()
-    assert health["searches_embedded"] == 1 and health["search_batches"] == 1  # through the micro-batcher
+    # Through the micro-batcher: each search's three crops (photo, trimmed subject, centre) in one forward pass.
+    assert health["searches_embedded"] == 6 and health["search_batches"] == 2
     assert health["index"] == "flat (exact)"
     thumbnail = client.get(best["matches"][0]["image_url"])
     assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
@@ -82,7 +89,7 @@ def test_deletes_remove_vectors_from_search(client):
     image_id = client.get("/api/v1/products/P1").json()["image_ids"][0]
 
     def found() -> set[str]:
-        return {f["factory_id"] for f in search(client, photo(1), top_k="10").json()["factories"]}
+        return {f["factory_id"] for f in search(client, photo(1), include_weak="true").json()["factories"]}
 
     assert found() == {"F1", "F2", "F3"}
     assert client.delete(f"/api/v1/images/{image_id}").status_code == 204
@@ -138,7 +145,8 @@ def test_bad_uploads_get_4xx_and_store_nothing(client):
 def test_search_parameters_are_validated(client):
     assert search(client, photo(1), top_k="0").status_code == 422
     assert "top_k must be between" in search(client, photo(1), top_k="1000").json()["detail"]
-    assert client.post("/api/v1/search").status_code == 422  # no image field
+    nothing = client.post("/api/v1/search", data={"top_k": "3"})
+    assert nothing.status_code == 422 and "give a photo" in nothing.json()["detail"]
     huge = client.post("/api/v1/search", content=b"x" * 3_000_000, headers={"content-type": "application/octet-stream"})
     assert huge.status_code == 413
 
@@ -148,7 +156,9 @@ def test_search_on_an_ingested_catalogue(client, catalogue):
     data = (catalogue.parent / "images" / "F003-P002-1.jpg").read_bytes()
     body = search(client, data, top_k="3").json()
     assert body["factories"][0]["factory_id"] == "F003"
-    assert body["factories"][0]["matches"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    match = body["factories"][0]["matches"][0]
+    assert match["similarity"] == pytest.approx(1.0, abs=1e-3) and match["match_level"] == "identical"
+    assert match["score"] > match["similarity"]  # the verified copy's bonus
 
 
 def test_openapi_docs_and_web_page(client):

@@ -31,7 +31,9 @@ def test_ingest_search_and_mismatch_then_reindex(data_dir, catalogue):
     assert "28 added, 0 updated, 0 unchanged, 0 failed" in ingested.stdout
 
     photo = catalogue.parent / "images" / "F003-P001-1.jpg"
-    found = run(data_dir, "search", str(photo), "--top-k", "2", "--json")  # model taken from the index
+    found = run(
+        data_dir, "search", str(photo), "--top-k", "2", "--json", "--include-weak"
+    )  # model taken from the index
     assert found.returncode == 0, found.stderr
     body = json.loads(found.stdout)
     assert body["factories"][0]["factory_id"] == "F003" and len(body["factories"]) == 2

@@ -189,7 +189,8 @@ def test_deleting_a_product_after_a_job_removes_it_from_search(client_for, catal
 
     def top_product() -> str:
         files = {"image": ("q.jpg", query, "image/jpeg")}
-        return client.post("/api/v1/search", files=files).json()["factories"][0]["matches"][0]["product_id"]
+        body = client.post("/api/v1/search", files=files, data={"include_weak": "true"}).json()
+        return body["factories"][0]["matches"][0]["product_id"]
 
     assert top_product() == "F002-P002"
     assert client.delete("/api/v1/products/F002-P002").status_code == 204

@@ -8,7 +8,8 @@ from PIL import Image, ImageEnhance
 
 from app.services.ingest import ingest_manifest
 from app.services.scoring import MAX_SUPPORT, SUPPORT_MARGIN, SUPPORT_WEIGHT, Hit, rank_factories
-from app.services.search import search_photo
+from app.services.search import search, search_photo
+from app.services.search_options import QueryPhoto, SearchOptions
 
 
 def edited(path: Path, how: str) -> bytes:
@@ -54,8 +55,8 @@ def test_edited_copy_of_a_catalogue_photo_finds_its_factory_first(effnet_runtime
 def test_top_k_and_result_shape(effnet_runtime, catalogue):
     data = edited(catalogue.parent / "images" / "F002-P001-1.jpg", "resized")
     with effnet_runtime.sessions() as session:
-        result = search_photo(session, effnet_runtime, data, top_k=2)
-    assert len(result.factories) == 2
+        result = search(session, effnet_runtime, [QueryPhoto(data)], None, SearchOptions(top_k=2, include_weak=True))
+    assert len(result.factories) == 2 and result.total == 4
     assert result.factories[0].score >= result.factories[1].score
     assert set(result.factory_rows) == {f.factory_id for f in result.factories}
 

@@ -1,30 +1,100 @@
-"""POST /api/v1/search: a photo in, ranked source factories out."""
+"""Search: a photo (or several views, or text, or both) in, ranked source factories out; more like this."""
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep, SessionDep
 from app.api.uploads import read_upload
 from app.schemas import SearchRead
-from app.services.search import search_photo
+from app.services.errors import InvalidInputError
+from app.services.search import search, search_similar
+from app.services.search_options import QueryPhoto, SearchFilters, SearchOptions
 from app.views import search_read
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Text search with a model that has no text encoder"},
+    413: {"description": "Image too large"},
+    422: {"description": "Not a usable image, or a bad option"},
+}
 
-@router.post(
-    "/search",
-    response_model=SearchRead,
-    responses={413: {"description": "Image too large"}, 422: {"description": "Not a usable image, or bad top_k"}},
-)
-def search(
+
+class SearchParams(BaseModel):
+    """Options shared by every search; form fields on POST, query parameters on GET."""
+
+    top_k: int | None = Field(default=None, description="Factories per page (default 10).")
+    offset: int = Field(default=0, ge=0, description="Factories to skip, for paging.")
+    min_score: float | None = Field(default=None, description="Leave out products scoring below this.")
+    region: str | None = Field(default=None, description="Only factories in this region, e.g. 'Yiwu'.")
+    category: str | None = Field(default=None, description="Only products of this category.")
+    max_moq: int | None = Field(default=None, ge=1, description="Only products with at most this MOQ.")
+    min_price: float | None = Field(default=None, ge=0)
+    max_price: float | None = Field(default=None, ge=0)
+    factory_attributes: str | None = Field(
+        default=None, description='JSON object the factory\'s attributes must match, e.g. {"oem": true}.'
+    )
+    verify: bool = Field(default=True, description="Check the top candidates with local features.")
+    include_weak: bool = Field(default=False, description="List candidates even without a confident match.")
+
+    def options(self, default_top_k: int, auto_crop: bool = True) -> SearchOptions:
+        filters = SearchFilters(
+            region=self.region,
+            category=self.category,
+            max_moq=self.max_moq,
+            min_price=self.min_price,
+            max_price=self.max_price,
+            factory_attributes=_attributes(self.factory_attributes),
+        )
+        top_k = default_top_k if self.top_k is None else self.top_k
+        return SearchOptions(top_k, self.offset, self.min_score, filters, self.verify, self.include_weak, auto_crop)
+
+
+def _attributes(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"factory_attributes is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError("factory_attributes must be a JSON object")
+    return value
+
+
+@router.post("/search", response_model=SearchRead, responses=ERRORS)
+def search_route(
     runtime: RuntimeDep,
     session: SessionDep,
-    image: Annotated[UploadFile, File(description="The product photo (JPEG, PNG, WebP, GIF, ...).")],
-    top_k: Annotated[int | None, Form(description="How many factories to return (default 10).")] = None,
+    params: Annotated[SearchParams, Form()],
+    image: Annotated[
+        list[UploadFile] | None,
+        File(description="The product photo; several files are several views of one product."),
+    ] = None,
+    text: Annotated[str | None, Form(description="Words describing the product (CLIP models only).")] = None,
+    bbox: Annotated[
+        list[str] | None,
+        Form(description="Per photo, the product's box 'x0,y0,x1,y1' in pixels or 0..1 fractions; '' for none."),
+    ] = None,
+    auto_crop: Annotated[bool, Form(description="Also search the photo's trimmed subject and centre.")] = True,
 ) -> SearchRead:
     # A sync route: FastAPI runs it in its thread pool, so decoding, the model and FAISS never block the loop.
-    data = read_upload(image, runtime.settings.max_upload_bytes)
-    top_k = runtime.settings.default_top_k if top_k is None else top_k
-    return search_read(search_photo(session, runtime, data, top_k))
+    photos = [QueryPhoto(read_upload(upload, runtime.settings.max_upload_bytes)) for upload in image or []]
+    if bbox:
+        if len(bbox) != len(photos):
+            raise InvalidInputError(f"{len(bbox)} bbox values for {len(photos)} photos; give one per photo")
+        photos = [QueryPhoto(photo.data, box or None) for photo, box in zip(photos, bbox, strict=True)]
+    options = params.options(runtime.settings.default_top_k, auto_crop)
+    return search_read(search(session, runtime, photos, text or None, options), options.offset)
+
+
+@router.get("/images/{image_id}/similar", response_model=SearchRead, responses={404: {"description": "No image"}})
+def similar_route(
+    runtime: RuntimeDep, session: SessionDep, image_id: int, params: Annotated[SearchParams, Query()]
+) -> SearchRead:
+    """More like this: factories with products that look like a catalogue image (its own product left out)."""
+    options = params.options(runtime.settings.default_top_k)
+    return search_read(search_similar(session, runtime, image_id, options), options.offset)

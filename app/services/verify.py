@@ -1,0 +1,176 @@
+"""Geometric verification: do the query and a catalogue image show the same object, by local features?
+
+Embeddings say two photos look alike; local features say the same physical pattern appears in both, at a
+consistent position, scale and rotation. ORB keypoints (binary, rotation- and scale-tolerant, a few ms on a
+320 px image), Lowe's ratio test (drops the ambiguous matches that repetitive patterns produce), then a
+RANSAC affine transform (rotation, scale, stretch, shift: what crops, resizes, rotations, pads, banners and
+screenshot frames do to a photo). ORB is not mirror-invariant, so a failed pair is retried with the query
+mirrored. The inlier count and the matched region are the evidence shown with each hit.
+"""
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from threading import Lock
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+ORB_FEATURES = 600
+RATIO = 0.8  # Lowe's ratio: a match must beat the second-best candidate clearly
+RANSAC_PX = 6.0  # reprojection tolerance, on images of about 320 px
+MIN_MATCHES = 8  # fewer tentative matches than this cannot support a transform worth trusting
+# Unrelated pairs rarely reach this many consistent inliers (tests/test_verify.py; scripts/evaluate.py
+# reports the inlier counts of unrelated queries).
+VERIFIED_INLIERS = 12
+# Aligned pixels of the same photo correlate at 0.95+ even re-coloured; unrelated products whose patterns
+# happen to align stay below 0.85 (tests/test_verify.py, scripts/evaluate.py).
+IDENTICAL_AGREEMENT = 0.85
+CLEARLY_IDENTICAL = 0.97  # above this, the mirrored query is not tried
+THUMB_SCALE = 0.25  # the aligned pixels are compared at 80 px: past JPEG noise and small misalignment
+MIN_OVERLAP = 0.15  # of the candidate's area, for the pixel agreement to mean anything
+TILE = 8  # pixels of the 80 px thumbs per side of a tile
+FLAT_STD = 3.0  # grey levels: a tile flatter than this is background
+MIN_TILES = 4
+
+
+@dataclass(frozen=True)
+class Features:
+    points: np.ndarray  # (n, 2) float32 keypoint positions, pixels
+    descriptors: np.ndarray | None  # (n, 32) uint8 ORB descriptors; None when the image has no corners
+    size: tuple[int, int]  # width, height
+    thumb: np.ndarray  # grey, blurred, THUMB_SCALE of the size: for comparing aligned pixels
+
+
+@dataclass(frozen=True)
+class Verification:
+    inliers: int
+    matches: int  # tentative matches that passed the ratio test
+    region: tuple[float, float, float, float] | None  # inliers' box in the catalogue image, 0..1 fractions
+    mirrored: bool  # the query matched once mirrored
+    agreement: float = 0.0  # correlation of the aligned pixels, -1..1
+
+    @property
+    def verified(self) -> bool:
+        return self.inliers >= VERIFIED_INLIERS
+
+    @property
+    def identical(self) -> bool:
+        """The same photo, however cropped, scaled, turned, mirrored or re-coloured."""
+        return self.verified and self.agreement >= IDENTICAL_AGREEMENT
+
+
+NOT_VERIFIED = Verification(0, 0, None, False)
+
+
+def extract(image: Image.Image) -> Features:
+    grey = np.asarray(image.convert("L"))
+    keypoints, descriptors = cv2.ORB_create(ORB_FEATURES).detectAndCompute(grey, None)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    thumb = cv2.GaussianBlur(
+        cv2.resize(grey, None, fx=THUMB_SCALE, fy=THUMB_SCALE, interpolation=cv2.INTER_AREA), (3, 3), 0
+    )
+    return Features(points, descriptors, image.size, thumb)
+
+
+def verify(query: Features, candidate: Features, mirrored_query: Callable[[], Features] | None = None) -> Verification:
+    """Verify a pair; when it fails and `mirrored_query` is given, try the mirrored query too."""
+    result = _verify(query, candidate)
+    if result.agreement >= CLEARLY_IDENTICAL or mirrored_query is None:
+        return result
+    # Symmetric products align even when mirrored, so a pair that is not clearly identical is retried too.
+    flipped = _verify(mirrored_query(), candidate)
+    # A symmetric product agrees both ways: the unmirrored reading wins unless the mirrored one is clearly better.
+    better = flipped.agreement > result.agreement + 0.02 and flipped.verified
+    if better or (flipped.identical and not result.identical):
+        return Verification(flipped.inliers, flipped.matches, flipped.region, True, flipped.agreement)
+    return result
+
+
+def _verify(query: Features, candidate: Features) -> Verification:
+    if query.descriptors is None or candidate.descriptors is None or len(candidate.descriptors) < 2:
+        return NOT_VERIFIED
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query.descriptors, candidate.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    if len(good) < MIN_MATCHES:
+        return Verification(0, len(good), None, False)
+    source = query.points[[m.queryIdx for m in good]]
+    target = candidate.points[[m.trainIdx for m in good]]
+    transform, mask = cv2.estimateAffine2D(
+        source, target, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX, maxIters=500, confidence=0.99
+    )
+    if transform is None or mask is None:
+        return Verification(0, len(good), None, False)
+    inlier_points = target[mask.ravel().astype(bool)]
+    thumb_transform = transform.copy()
+    thumb_transform[:, 2] *= THUMB_SCALE  # same rotation and scale; the shift shrinks with the thumbs
+    agreement = _agreement(query.thumb, candidate.thumb, thumb_transform)
+    return Verification(len(inlier_points), len(good), _region(inlier_points, candidate.size), False, agreement)
+
+
+def _agreement(query: np.ndarray, candidate: np.ndarray, transform: np.ndarray) -> float:
+    """How well the candidate's pixels agree with the query warped onto it: the median correlation over
+    textured tiles of their overlap. Repetitive patterns can align unrelated images' keypoints; they cannot
+    make the aligned pixels agree. The median lets a banner or badge over part of the photo pass."""
+    height, width = candidate.shape
+    warped = cv2.warpAffine(query.astype(np.float32), transform, (width, height), borderValue=np.nan)
+    if (~np.isnan(warped)).sum() < MIN_OVERLAP * width * height:
+        return 0.0
+    correlations = []
+    for y in range(0, height - TILE + 1, TILE):
+        for x in range(0, width - TILE + 1, TILE):
+            a, b = warped[y : y + TILE, x : x + TILE], candidate[y : y + TILE, x : x + TILE].astype(np.float32)
+            if np.isnan(a).any() or a.std() < FLAT_STD or b.std() < FLAT_STD:
+                continue  # outside the overlap, or flat background: says nothing either way
+            correlations.append(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
+    return round(float(np.median(correlations)), 3) if len(correlations) >= MIN_TILES else 0.0
+
+
+def _region(points: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    if len(points) == 0:
+        return None
+    (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+    width, height = size
+    return (
+        round(float(x0) / width, 3),
+        round(float(y0) / height, 3),
+        round(float(x1) / width, 3),
+        round(float(y1) / height, 3),
+    )
+
+
+class QueryFeatures:
+    """A query photo's features, and its mirror's only if some pair needs them."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.image = image
+        self.features = extract(image)
+        self._mirrored: Features | None = None
+
+    def mirrored(self) -> Features:
+        if self._mirrored is None:
+            self._mirrored = extract(ImageOps.mirror(self.image))
+        return self._mirrored
+
+
+class FeatureCache:
+    """Catalogue images' features by content hash, least recently used evicted. About 25 KB each."""
+
+    def __init__(self, load: Callable[[str], Image.Image], capacity: int = 4096) -> None:
+        self._load = load
+        self._capacity = capacity
+        self._items: OrderedDict[str, Features] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, content_hash: str) -> Features:
+        with self._lock:
+            if (hit := self._items.get(content_hash)) is not None:
+                self._items.move_to_end(content_hash)
+                return hit
+        features = extract(self._load(content_hash))  # outside the lock: other searches go on
+        with self._lock:
+            self._items[content_hash] = features
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return features
