@@ -36,9 +36,10 @@ def main() -> int:
     settings = Settings(data_dir=data_dir, model=args.model, embed_batch_size=32)
     runtime = Runtime.start(settings)
     try:
-        report = ingest_manifest(runtime, indexed)
-        runtime.flush()
-        print(f"catalogue: {report.summary()}; index {runtime.index.describe()}", file=sys.stderr)
+        if not len(runtime.index):  # a data directory from an earlier run is reused as it is
+            print(f"catalogue: {ingest_manifest(runtime, indexed).summary()}", file=sys.stderr)
+            runtime.flush()
+        print(f"index: {len(runtime.index)} images, {runtime.index.describe()}", file=sys.stderr)
         queries = catalogue_queries(indexed, args.queries, args.seed)
         result = evaluate(runtime, queries, unrelated, args.transforms, args.seed)
     finally:

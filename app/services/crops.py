@@ -3,9 +3,11 @@
 A competitor's photo often carries a frame: a uniform pad, a studio backdrop, a marketplace screenshot's
 bars and margins. `subject_box` trims rows and columns that look like the border; `query_crops` gives the
 crops searched together (the whole photo, the trimmed subject, and the subject's centre), whose results are
-fused by taking each catalogue image's best similarity over the crops.
+fused by taking each catalogue image's best similarity over the crops. A photo pasted at a tilt on a plain
+fill is first turned straight.
 """
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -17,6 +19,9 @@ BORDER_TOLERANCE = 24  # grey levels a pixel may differ from the border colour a
 CONTENT_FRACTION = 0.04  # a row or column with more differing pixels than this holds content
 MIN_TRIM = 0.04  # a trim smaller than this fraction of a side is not worth another crop
 CENTRE_KEEP = 0.8  # the centre crop keeps this fraction of each side of the subject
+FILL_TOLERANCE = 6  # a tilted photo's fill is one flat colour, up to JPEG noise
+MIN_TILT_DEGREES = 3.0
+TILTED_FILL = 0.9  # the content must fill its rotated rectangle: a photo, not a product's own outline
 
 
 def parse_bbox(text: str, size: tuple[int, int]) -> Box:
@@ -68,6 +73,28 @@ def subject_box(image: Image.Image) -> Box | None:
     return box
 
 
+def deskewed(image: Image.Image) -> Image.Image | None:
+    """A photo pasted at an angle on a plain fill (a tilted screenshot or scan), turned straight and cropped
+    to itself; None when the photo is not such a tilted rectangle."""
+    rgb = np.asarray(image, dtype=np.int16)
+    corners = np.array([rgb[0, 0], rgb[0, -1], rgb[-1, 0], rgb[-1, -1]])
+    if np.abs(corners - corners[0]).max() > FILL_TOLERANCE:
+        return None  # a tilted photo leaves the same fill in all four corners
+    content = (np.abs(rgb - corners[0]).max(axis=2) > FILL_TOLERANCE).astype(np.uint8)
+    points = cv2.findNonZero(content)
+    if points is None:
+        return None
+    _, (w, h), raw = cv2.minAreaRect(points)
+    angle = (raw + 45) % 90 - 45  # the smallest turn that makes the rectangle's sides upright
+    if abs(angle) < MIN_TILT_DEGREES or w * h < 0.2 * content.size or content.sum() < TILTED_FILL * w * h:
+        return None
+    fill = tuple(int(v) for v in corners[0])
+    turned = image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
+    turned_rgb = np.asarray(turned, dtype=np.int16)
+    rows, cols = np.nonzero(np.abs(turned_rgb - corners[0]).max(axis=2) > FILL_TOLERANCE)
+    return turned.crop((int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1))
+
+
 def centre_box(box: Box) -> Box:
     x0, y0, x1, y1 = box
     dx, dy = (x1 - x0) * (1 - CENTRE_KEEP) / 2, (y1 - y0) * (1 - CENTRE_KEEP) / 2
@@ -79,6 +106,9 @@ def query_crops(image: Image.Image, auto_crop: bool) -> list[Image.Image]:
     crops = [image]
     if not auto_crop:
         return crops
+    if (straight := deskewed(image)) is not None:
+        crops.append(straight)
+        image = straight
     subject = subject_box(image) or (0, 0, image.width, image.height)
     if subject != (0, 0, image.width, image.height):
         crops.append(image.crop(subject))

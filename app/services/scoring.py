@@ -32,7 +32,7 @@ IDENTICAL_BONUS = 0.1
 # scripts/evaluate.py (see README "Search quality"); CLIP's value is the usual near-duplicate cut for
 # ViT-B-32 image-image cosine, not calibrated here (no hub weights offline): run the harness and set
 # SOURCELENS_NEAR_DUPLICATE_SIMILARITY. Other models never claim near-duplicates by similarity alone.
-NEAR_DUPLICATE_DEFAULTS = {"effnet-lite0": 0.80, "openclip:ViT-B-32": 0.92}
+NEAR_DUPLICATE_DEFAULTS = {"effnet-lite0": 0.95, "openclip:ViT-B-32": 0.92}
 
 
 def default_near_duplicate(embedder_name: str) -> float:

@@ -33,7 +33,7 @@ from embeddings.base import normalise
 POOL_PER_FACTORY = 20
 MIN_POOL = 200
 MAX_POOL = 4000
-VERIFY_TOP = 10  # products checked with local features, best first
+VERIFY_TOP = 30  # products checked with local features, best first
 MAX_VIEWS = 8
 MAX_TEXT_CHARS = 500
 

@@ -10,7 +10,7 @@ mirrored. The inlier count and the matched region are the evidence shown with ea
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from threading import Lock
 
 import cv2
@@ -28,6 +28,11 @@ VERIFIED_INLIERS = 12
 # happen to align stay below 0.85 (tests/test_verify.py, scripts/evaluate.py).
 IDENTICAL_AGREEMENT = 0.85
 CLEARLY_IDENTICAL = 0.97  # above this, the mirrored query is not tried
+# Same-coloured: median RGB distance of the aligned pixels. A recoloured copy is still called identical
+# with this many inliers; unrelated products of one mould in other colours stayed below it (evaluate.py).
+SAME_COLOUR = 25.0
+MIN_REGION_SIDE = 0.15  # of the catalogue image's width and height
+RECOLOURED_INLIERS = 40
 THUMB_SCALE = 0.25  # the aligned pixels are compared at 80 px: past JPEG noise and small misalignment
 MIN_OVERLAP = 0.15  # of the candidate's area, for the pixel agreement to mean anything
 TILE = 8  # pixels of the 80 px thumbs per side of a tile
@@ -41,6 +46,7 @@ class Features:
     descriptors: np.ndarray | None  # (n, 32) uint8 ORB descriptors; None when the image has no corners
     size: tuple[int, int]  # width, height
     thumb: np.ndarray  # grey, blurred, THUMB_SCALE of the size: for comparing aligned pixels
+    colour: np.ndarray  # the same thumb in RGB
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Verification:
     region: tuple[float, float, float, float] | None  # inliers' box in the catalogue image, 0..1 fractions
     mirrored: bool  # the query matched once mirrored
     agreement: float = 0.0  # correlation of the aligned pixels, -1..1
+    colour_distance: float = 255.0  # median RGB distance of the aligned pixels in the matched region
 
     @property
     def verified(self) -> bool:
@@ -57,8 +64,14 @@ class Verification:
 
     @property
     def identical(self) -> bool:
-        """The same photo, however cropped, scaled, turned, mirrored or re-coloured."""
-        return self.verified and self.agreement >= IDENTICAL_AGREEMENT
+        """The same photo, however cropped, scaled, turned, mirrored or framed; re-coloured only when the
+        evidence is ample, since the same mould in another colour is another product of its own."""
+        if not (self.verified and self.agreement >= IDENTICAL_AGREEMENT and self.region is not None):
+            return False
+        x0, y0, x1, y1 = self.region
+        if min(x1 - x0, y1 - y0) < MIN_REGION_SIDE:  # a handle or a logo alone is a part, not the product
+            return False
+        return self.colour_distance <= SAME_COLOUR or self.inliers >= RECOLOURED_INLIERS
 
 
 NOT_VERIFIED = Verification(0, 0, None, False)
@@ -68,10 +81,14 @@ def extract(image: Image.Image) -> Features:
     grey = np.asarray(image.convert("L"))
     keypoints, descriptors = cv2.ORB_create(ORB_FEATURES).detectAndCompute(grey, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
-    thumb = cv2.GaussianBlur(
-        cv2.resize(grey, None, fx=THUMB_SCALE, fy=THUMB_SCALE, interpolation=cv2.INTER_AREA), (3, 3), 0
+    colour = cv2.GaussianBlur(
+        cv2.resize(
+            np.asarray(image.convert("RGB")), None, fx=THUMB_SCALE, fy=THUMB_SCALE, interpolation=cv2.INTER_AREA
+        ),
+        (3, 3),
+        0,
     )
-    return Features(points, descriptors, image.size, thumb)
+    return Features(points, descriptors, image.size, cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY), colour)
 
 
 def verify(query: Features, candidate: Features, mirrored_query: Callable[[], Features] | None = None) -> Verification:
@@ -84,7 +101,7 @@ def verify(query: Features, candidate: Features, mirrored_query: Callable[[], Fe
     # A symmetric product agrees both ways: the unmirrored reading wins unless the mirrored one is clearly better.
     better = flipped.agreement > result.agreement + 0.02 and flipped.verified
     if better or (flipped.identical and not result.identical):
-        return Verification(flipped.inliers, flipped.matches, flipped.region, True, flipped.agreement)
+        return replace(flipped, mirrored=True)
     return result
 
 
@@ -106,7 +123,25 @@ def _verify(query: Features, candidate: Features) -> Verification:
     thumb_transform = transform.copy()
     thumb_transform[:, 2] *= THUMB_SCALE  # same rotation and scale; the shift shrinks with the thumbs
     agreement = _agreement(query.thumb, candidate.thumb, thumb_transform)
-    return Verification(len(inlier_points), len(good), _region(inlier_points, candidate.size), False, agreement)
+    region = _region(inlier_points, candidate.size)
+    colour = _colour_distance(query.colour, candidate.colour, thumb_transform, region)
+    return Verification(len(inlier_points), len(good), region, False, agreement, colour)
+
+
+def _colour_distance(
+    query: np.ndarray, candidate: np.ndarray, transform: np.ndarray, region: tuple[float, float, float, float] | None
+) -> float:
+    """Median RGB distance between the candidate and the warped query inside the matched region."""
+    height, width = candidate.shape[:2]
+    warped = cv2.warpAffine(query.astype(np.float32), transform, (width, height), borderValue=(np.nan,) * 3)
+    if region is None:
+        return 255.0
+    x0, y0, x1, y1 = (round(v * s) for v, s in zip(region, (width, height, width, height), strict=True))
+    a, b = warped[y0 : y1 + 1, x0 : x1 + 1].reshape(-1, 3), candidate[y0 : y1 + 1, x0 : x1 + 1].reshape(-1, 3)
+    inside = ~np.isnan(a).any(axis=1)
+    if inside.sum() < MIN_TILES * TILE:
+        return 255.0
+    return round(float(np.median(np.linalg.norm(a[inside] - b[inside].astype(np.float32), axis=1))), 1)
 
 
 def _agreement(query: np.ndarray, candidate: np.ndarray, transform: np.ndarray) -> float:

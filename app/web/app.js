@@ -6,6 +6,7 @@ const prompt = document.getElementById("prompt");
 const statusLine = document.getElementById("status");
 const results = document.getElementById("results");
 const topK = document.getElementById("topk");
+const weak = document.getElementById("weak");
 let lastFile = null;
 
 function setStatus(text, isError = false) {
@@ -20,10 +21,16 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+function evidenceText(match) {
+  const e = match.evidence;
+  if (!e) return `similarity ${match.similarity.toFixed(3)}`;
+  return `${e.inliers} matching local features, pixel agreement ${e.agreement.toFixed(2)}${e.mirrored ? ", mirrored" : ""}`;
+}
+
 function renderFactories(body) {
   results.replaceChildren();
   if (!body.factories.length) {
-    results.append(el("p", { class: "meta" }, "No catalogue images yet: ingest a manifest first."));
+    results.append(el("p", { class: "meta" }, body.message || "No catalogue images yet: ingest a manifest first."));
     return;
   }
   body.factories.forEach((factory, i) => {
@@ -32,7 +39,8 @@ function renderFactories(body) {
       matches.append(el("figure", { class: "match" },
         el("img", { src: match.image_url, alt: match.title, loading: "lazy" }),
         el("b", { title: match.title }, match.title),
-        `${match.product_id} · ${match.score.toFixed(3)}`));
+        el("span", { class: `level ${match.match_level}`, title: evidenceText(match) }, match.match_level.replace("_", " ")),
+        `${match.product_id} · ${match.similarity.toFixed(3)}`));
     }
     results.append(el("article", { class: "card", "data-factory": factory.factory_id },
       el("h2", {}, el("span", { class: "rank" }, `#${i + 1}`), factory.name,
@@ -51,6 +59,7 @@ async function search(file) {
   const form = new FormData();
   form.append("image", file);
   form.append("top_k", topK.value || "10");
+  form.append("include_weak", weak.checked ? "true" : "false");
   try {
     const response = await fetch("/api/v1/search", { method: "POST", body: form });
     const body = await response.json();
@@ -65,6 +74,7 @@ async function search(file) {
 
 fileInput.addEventListener("change", () => fileInput.files[0] && search(fileInput.files[0]));
 topK.addEventListener("change", () => lastFile && search(lastFile));
+weak.addEventListener("change", () => lastFile && search(lastFile));
 drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") fileInput.click(); });
 for (const type of ["dragenter", "dragover"]) drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
 for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("over"));
