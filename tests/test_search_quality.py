@@ -8,7 +8,7 @@ from PIL import Image, ImageEnhance
 
 from app.services.ingest import ingest_manifest
 from app.services.scoring import MAX_SUPPORT, SUPPORT_MARGIN, SUPPORT_WEIGHT, Hit, rank_factories
-from app.services.search import search, search_photo
+from app.services.search import search
 from app.services.search_options import QueryPhoto, SearchOptions
 
 
@@ -46,7 +46,8 @@ def test_edited_copy_of_a_catalogue_photo_finds_its_factory_first(effnet_runtime
     for path in images:
         factory_id, product_id = path.name[:4], path.name.rsplit("-", 1)[0]
         with effnet_runtime.sessions() as session:
-            result = search_photo(session, effnet_runtime, edited(path, how), top_k=3)
+            options = SearchOptions(top_k=3, include_weak=True)  # ranking, whatever the evidence
+            result = search(session, effnet_runtime, [QueryPhoto(edited(path, how))], None, options)
         top = result.factories[0]
         assert top.factory_id == factory_id, f"{path.name} ({how}) → {top.factory_id}"
         assert top.matches[0].product_id == product_id
