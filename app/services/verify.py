@@ -132,10 +132,10 @@ def _colour_distance(
     query: np.ndarray, candidate: np.ndarray, transform: np.ndarray, region: tuple[float, float, float, float] | None
 ) -> float:
     """Median RGB distance between the candidate and the warped query inside the matched region."""
-    height, width = candidate.shape[:2]
-    warped = cv2.warpAffine(query.astype(np.float32), transform, (width, height), borderValue=(np.nan,) * 3)
     if region is None:
         return 255.0
+    height, width = candidate.shape[:2]
+    warped = cv2.warpAffine(query.astype(np.float32), transform, (width, height), borderValue=(np.nan,) * 3)
     x0, y0, x1, y1 = (round(v * s) for v, s in zip(region, (width, height, width, height), strict=True))
     a, b = warped[y0 : y1 + 1, x0 : x1 + 1].reshape(-1, 3), candidate[y0 : y1 + 1, x0 : x1 + 1].reshape(-1, 3)
     inside = ~np.isnan(a).any(axis=1)
