@@ -15,6 +15,7 @@ from app.main import create_app
 from app.runtime import Runtime
 from app.sample_catalogue import Design, render_product
 from app.services.ingest import ingest_manifest
+from app.services.verify import FeatureCache
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,22 @@ def test_an_edited_copy_is_identical_with_evidence(client, catalogue):
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
     unverified = search(client, query, verify="false", include_weak="true").json()["factories"][0]["matches"][0]
     assert unverified["evidence"] is None and unverified["match_level"] != "identical"
+
+
+def test_a_missing_stored_copy_leaves_its_hit_unverified_not_the_search_failed(client, catalogue):
+    runtime = client.app.state.runtime
+    image_id = client.get("/api/v1/products/F002-P001").json()["image_ids"][0]
+    stored = runtime.media.path(client.get(f"/api/v1/images/{image_id}").json()["content_hash"])
+    cache, runtime.features = runtime.features, FeatureCache(runtime.media.open)
+    stored.rename(stored.with_suffix(".away"))
+    try:
+        response = search(client, catalogue_photo(catalogue, "F002-P001-1.jpg"), include_weak="true")
+    finally:
+        stored.with_suffix(".away").rename(stored)
+        runtime.features = cache
+    assert response.status_code == 200
+    match = response.json()["factories"][0]["matches"][0]
+    assert match["image_id"] == image_id and match["evidence"] is None
 
 
 @pytest.mark.parametrize(

@@ -211,8 +211,7 @@ def _with_evidence(rt: Runtime, query: _Query, hits: list[Hit], hashes: dict[int
     checked = []
     for rank, hit in enumerate(hits):
         verification = None
-        if rank < VERIFY_TOP:
-            features = rt.features.get(hashes[hit.image_id])
+        if rank < VERIFY_TOP and (features := rt.features.get(hashes[hit.image_id])) is not None:
             results = [verify(view.features, features, view.mirrored) for view in views]
             verification = max(results, key=lambda r: (r.identical, r.inliers))
         checked.append(with_evidence(hit, verification, near_duplicate))

@@ -8,6 +8,7 @@ screenshot frames do to a photo). ORB is not mirror-invariant, so a failed pair 
 mirrored. The inlier count and the matched region are the evidence shown with each hit.
 """
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -38,6 +39,8 @@ MIN_OVERLAP = 0.15  # of the candidate's area, for the pixel agreement to mean a
 TILE = 8  # pixels of the 80 px thumbs per side of a tile
 FLAT_STD = 3.0  # grey levels: a tile flatter than this is background
 MIN_TILES = 4
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -198,12 +201,18 @@ class FeatureCache:
         self._items: OrderedDict[str, Features] = OrderedDict()
         self._lock = Lock()
 
-    def get(self, content_hash: str) -> Features:
+    def get(self, content_hash: str) -> Features | None:
+        """The image's features; None when its stored copy is missing or unreadable (the hit goes unverified)."""
         with self._lock:
             if (hit := self._items.get(content_hash)) is not None:
                 self._items.move_to_end(content_hash)
                 return hit
-        features = extract(self._load(content_hash))  # outside the lock: other searches go on
+        try:
+            image = self._load(content_hash)  # outside the lock: other searches go on
+        except (OSError, ValueError) as exc:  # PIL raises OSError subclasses for missing and broken files
+            log.warning("cannot verify against image %s: %s", content_hash[:12], exc)
+            return None
+        features = extract(image)
         with self._lock:
             self._items[content_hash] = features
             while len(self._items) > self._capacity:
