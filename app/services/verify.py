@@ -155,14 +155,22 @@ def _agreement(query: np.ndarray, candidate: np.ndarray, transform: np.ndarray) 
     warped = cv2.warpAffine(query.astype(np.float32), transform, (width, height), borderValue=np.nan)
     if (~np.isnan(warped)).sum() < MIN_OVERLAP * width * height:
         return 0.0
-    correlations = []
-    for y in range(0, height - TILE + 1, TILE):
-        for x in range(0, width - TILE + 1, TILE):
-            a, b = warped[y : y + TILE, x : x + TILE], candidate[y : y + TILE, x : x + TILE].astype(np.float32)
-            if np.isnan(a).any() or a.std() < FLAT_STD or b.std() < FLAT_STD:
-                continue  # outside the overlap, or flat background: says nothing either way
-            correlations.append(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
-    return round(float(np.median(correlations)), 3) if len(correlations) >= MIN_TILES else 0.0
+    a, b = _tiles(warped), _tiles(candidate.astype(np.float32))  # (tiles, TILE * TILE)
+    a_std, b_std = a.std(axis=1), b.std(axis=1)  # NaN where a tile leaves the overlap
+    # Outside the overlap, or flat background, a tile says nothing either way.
+    keep = (a_std >= FLAT_STD) & (b_std >= FLAT_STD)
+    if keep.sum() < MIN_TILES:
+        return 0.0
+    a, b = a[keep] - a[keep].mean(axis=1, keepdims=True), b[keep] - b[keep].mean(axis=1, keepdims=True)
+    correlations = (a * b).mean(axis=1) / (a_std[keep] * b_std[keep])
+    return round(float(np.median(correlations)), 3)
+
+
+def _tiles(image: np.ndarray) -> np.ndarray:
+    """The whole TILE×TILE tiles of an image, one per row."""
+    rows, cols = image.shape[0] // TILE, image.shape[1] // TILE
+    cut = image[: rows * TILE, : cols * TILE]
+    return cut.reshape(rows, TILE, cols, TILE).swapaxes(1, 2).reshape(rows * cols, TILE * TILE)
 
 
 def _region(points: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
