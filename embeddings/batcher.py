@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -25,6 +26,13 @@ from embeddings.base import Embedder
 
 log = logging.getLogger(__name__)
 _STOP = object()
+
+
+class _Announcement:
+    counted = True  # still counted among the requests a forming batch waits for
+
+
+_current: ContextVar[_Announcement | None] = ContextVar("announced_search", default=None)
 
 
 class MicroBatcher:
@@ -48,13 +56,24 @@ class MicroBatcher:
 
     @contextmanager
     def announce(self) -> Iterator[None]:
-        """Wrap a request from its arrival until it has its vector, so batches wait for it. Never blocks."""
+        """Wrap a request from its arrival on, so batches wait for it. Never blocks. The request stops
+        counting once it has its first vectors (see `embed_many`): batches must not wait for a request that
+        is busy searching or verifying. Code run from inside the block sees it through a context variable,
+        which the HTTP layer's thread pool carries over."""
+        announcement = _Announcement()
         with self._count_lock:
             self._in_flight += 1
+        token = _current.set(announcement)
         try:
             yield
         finally:
-            with self._count_lock:
+            _current.reset(token)
+            self._withdraw(announcement)
+
+    def _withdraw(self, announcement: "_Announcement") -> None:
+        with self._count_lock:
+            if announcement.counted:
+                announcement.counted = False
                 self._in_flight -= 1
 
     def wait_turn(self) -> None:
@@ -69,8 +88,14 @@ class MicroBatcher:
     def embed_many(self, pixels: np.ndarray) -> np.ndarray:
         """One request's images (n, 3, S, S) → (n, dim), kept together in one forward pass when they fit."""
         future: Future[np.ndarray] = Future()
-        self._queue.put((pixels, future))
-        return future.result()
+        announcement = _current.get()
+        counted = announcement is not None and announcement.counted
+        self._queue.put((pixels, future, counted))
+        try:
+            return future.result()
+        finally:
+            if counted:
+                self._withdraw(announcement)
 
     def close(self, timeout: float = 10.0) -> None:
         self._queue.put(_STOP)
@@ -78,10 +103,10 @@ class MicroBatcher:
 
     def _loop(self) -> None:
         while (first := self._queue.get()) is not _STOP:
-            batch, images = [first], len(first[0])
+            batch, images, announced = [first], len(first[0]), int(first[2])
             deadline = time.monotonic() + self.max_wait_s
             # Wait while announced requests are still on their way, and there is room for another image.
-            while images < self.max_batch and self._in_flight > len(batch):
+            while images < self.max_batch and self._in_flight > announced:
                 remaining = deadline - time.monotonic()
                 try:
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -92,18 +117,19 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 images += len(item[0])
+                announced += int(item[2])
             self._run(batch)
 
-    def _run(self, batch: list[tuple[np.ndarray, Future]]) -> None:
+    def _run(self, batch: list[tuple[np.ndarray, Future, bool]]) -> None:
         try:
             if self.exclusive:
                 self._model_idle.clear()
             started = time.perf_counter()
-            vectors = self.embedder.embed_pixels(np.concatenate([pixels for pixels, _ in batch]))
+            vectors = self.embedder.embed_pixels(np.concatenate([pixels for pixels, _, _ in batch]))
             self.busy_s += time.perf_counter() - started
         except Exception as exc:  # every waiting request gets the error, none hangs
             log.exception("batched embedding failed")
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.set_exception(exc)
             return
         finally:
@@ -111,6 +137,6 @@ class MicroBatcher:
         self.batches += 1
         self.images += len(vectors)
         start = 0
-        for pixels, future in batch:
+        for pixels, future, _ in batch:
             future.set_result(vectors[start : start + len(pixels)])
             start += len(pixels)

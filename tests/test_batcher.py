@@ -50,6 +50,30 @@ def test_a_lone_request_does_not_wait_for_the_window(tiny_embedder):
     batcher.close()
 
 
+def test_a_request_that_has_its_vector_no_longer_holds_batches_back(tiny_embedder):
+    batcher = MicroBatcher(tiny_embedder, max_batch=8, max_wait_s=60)  # waiting would hang the test
+    first_embedded, second_done, release = threading.Event(), threading.Event(), threading.Event()
+
+    def searching_on() -> None:  # embeds, then goes on searching and verifying inside its announcement
+        with batcher.announce():
+            batcher.embed(pixels_for(tiny_embedder, 1)[0])
+            first_embedded.set()
+            release.wait(30)
+
+    def second() -> None:
+        with batcher.announce():
+            batcher.embed(pixels_for(tiny_embedder, 1, seed=1)[0])
+        second_done.set()
+
+    threading.Thread(target=searching_on, daemon=True).start()
+    assert first_embedded.wait(20)
+    threading.Thread(target=second, daemon=True).start()
+    assert second_done.wait(20)
+    release.set()
+    assert (batcher.batches, batcher.images) == (2, 2)
+    batcher.close()
+
+
 def test_a_failed_batch_fails_every_request_in_it(tiny_embedder):
     class Broken:
         def embed_pixels(self, pixels):
