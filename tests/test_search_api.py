@@ -4,6 +4,7 @@ no-confident-match, filters, paging, crops, multi-view, text, more like this."""
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +16,9 @@ from app.main import create_app
 from app.runtime import Runtime
 from app.sample_catalogue import Design, render_product
 from app.services.ingest import ingest_manifest
-from app.services.verify import FeatureCache
+from app.services.scoring import FactoryScore, Hit, with_evidence
+from app.services.search import _settled
+from app.services.verify import FeatureCache, Verification
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,39 @@ def test_an_edited_copy_is_identical_with_evidence(client, catalogue):
     assert unverified["evidence"] is None and unverified["match_level"] != "identical"
 
 
+def test_crops_are_searched_only_when_the_photo_alone_finds_no_confident_match(client, catalogue):
+    def embedded() -> tuple[int, int]:
+        health = client.get("/healthz").json()
+        return health["searches_embedded"], health["search_batches"]
+
+    images, batches = embedded()
+    clear = search(client, catalogue_photo(catalogue, "F001-P002-1.jpg")).json()
+    assert clear["confident_match"] is True and "passes" not in clear["timings_ms"]
+    assert embedded() == (images + 1, batches + 1)  # the photo alone, one forward pass
+    stranger = render_product(Design(seed=4242, palette=((200, 30, 60), (20, 120, 20), (250, 250, 250))), size=320)
+    padded = ImageOps.expand(stranger, border=80, fill="white")
+    unclear = search(client, padded, include_weak="true").json()
+    assert unclear["confident_match"] is False and unclear["timings_ms"]["passes"] == 2
+    # Then its trimmed subject and centre, together in a second forward pass.
+    assert embedded() == (images + 4, batches + 3)
+
+
+def test_only_a_clear_top_match_settles_a_search_without_crops():
+    rt = SimpleNamespace(near_duplicate_similarity=0.95)
+    clean = Verification(40, 50, (0.1, 0.1, 0.9, 0.9), False, agreement=0.99, colour_distance=3.0)
+    doubtful = Verification(14, 20, (0.1, 0.1, 0.9, 0.9), False, agreement=0.88, colour_distance=3.0)
+
+    def factory(similarity: float, verification: Verification | None) -> FactoryScore:
+        hit = with_evidence(Hit(1, "P", "F", similarity), verification, rt.near_duplicate_similarity)
+        return FactoryScore("F", hit.rank_score, [hit])
+
+    assert _settled(rt, [factory(0.80, clean)])  # a clean copy
+    assert _settled(rt, [factory(0.97, None)])  # a near-duplicate by similarity alone
+    assert not _settled(rt, [factory(0.80, doubtful)])  # identical, but its pixels agree only so-so
+    assert not _settled(rt, [factory(0.90, None), factory(0.70, clean)])  # the confident one is not on top
+    assert not _settled(rt, [])
+
+
 def test_a_missing_stored_copy_leaves_its_hit_unverified_not_the_search_failed(client, catalogue):
     runtime = client.app.state.runtime
     image_id = client.get("/api/v1/products/F002-P001").json()["image_ids"][0]
@@ -72,12 +108,14 @@ def test_a_missing_stored_copy_leaves_its_hit_unverified_not_the_search_failed(c
     stored.rename(stored.with_suffix(".away"))
     try:
         response = search(client, catalogue_photo(catalogue, "F002-P001-1.jpg"), include_weak="true")
+        similar = client.get(f"/api/v1/images/{image_id}/similar")
     finally:
         stored.with_suffix(".away").rename(stored)
         runtime.features = cache
-    assert response.status_code == 200
+    assert response.status_code == 200 and similar.status_code == 200
     match = response.json()["factories"][0]["matches"][0]
     assert match["image_id"] == image_id and match["evidence"] is None
+    assert all(m["evidence"] is None for f in similar.json()["factories"] for m in f["matches"])
 
 
 @pytest.mark.parametrize(

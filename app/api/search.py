@@ -79,7 +79,10 @@ def search_route(
         list[str] | None,
         Form(description="Per photo, the product's box 'x0,y0,x1,y1' in pixels or 0..1 fractions; '' for none."),
     ] = None,
-    auto_crop: Annotated[bool, Form(description="Also search the photo's trimmed subject and centre.")] = True,
+    auto_crop: Annotated[
+        bool,
+        Form(description="When the photo alone finds no confident match, also search its trimmed subject and centre."),
+    ] = True,
 ) -> SearchRead:
     # A sync route: FastAPI runs it in its thread pool, so decoding, the model and FAISS never block the loop.
     photos = [QueryPhoto(read_upload(upload, runtime.settings.max_upload_bytes)) for upload in image or []]
