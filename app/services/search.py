@@ -65,7 +65,7 @@ class _Query:
     photos: list[PILImage.Image]  # per view, the photo (after bbox) for local features
     exclude_product: str | None = None
     gated: bool = True  # answer "no confident match" rather than weak candidates
-    later_crops: list[list[PILImage.Image]] = field(default_factory=list)  # per view, held back for a second pass
+    crop_later: list[bool] = field(default_factory=list)  # per view: its crops are left for a second pass
     # Per view, per crop searched so far: FAISS's (scores, ids) row.
     found: list[list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=list)
     rows: dict[int, Row] = field(default_factory=dict)  # image id → product, factory, content hash
@@ -146,11 +146,11 @@ def _photo_query(
             if photo.bbox:
                 original = (loaded.width, loaded.height)
                 image = image.crop(scale_box(parse_bbox(photo.bbox, original), original, image.size))
-            crops = query_crops(image, auto_crop=auto_crop and not photo.bbox)
+            auto = auto_crop and not photo.bbox
             images.append(image)
-            now.append(crops if crops_at_once else crops[:1])
-            later.append([] if crops_at_once else crops[1:])
-    return _Query(_embed_crops(rt, now, timings), images, later_crops=later)
+            now.append(query_crops(image, auto_crop=auto and crops_at_once))
+            later.append(auto and not crops_at_once)
+    return _Query(_embed_crops(rt, now, timings), images, crop_later=later)
 
 
 def _embed_crops(rt: Runtime, crops: list[list[PILImage.Image]], timings: dict[str, float]) -> list[np.ndarray]:
@@ -167,14 +167,18 @@ def _run(
 ) -> SearchResult:
     allowed = allowed_image_ids(session, options.filters)
     ranked = _ranked(session, rt, query, options, allowed, timings)
-    if any(query.later_crops) and not _settled(rt, ranked):
+    if any(query.crop_later) and not _settled(rt, ranked):
         # The photo alone found no clear match: the product may be framed, padded or part of a scene, so its
         # crops are searched too. A clear match (the usual case) costs one forward pass, not several.
         with _timed(timings, "decode"):
             rt.batcher.wait_turn()
-        more = _embed_crops(rt, query.later_crops, timings)
+            crops = [
+                query_crops(photo, auto_crop=True)[1:] if later else []
+                for photo, later in zip(query.photos, query.crop_later, strict=True)
+            ]
+        more = _embed_crops(rt, crops, timings)
         query.views = [np.concatenate([done, new]) for done, new in zip(query.views, more, strict=True)]
-        query.later_crops = [[] for _ in query.views]
+        query.crop_later = [False for _ in query.views]
         ranked = _ranked(session, rt, query, options, allowed, timings)
         timings["passes"] = 2
     confident = any(f.confident for f in ranked)
@@ -261,7 +265,7 @@ def _fuse_views(per_view: list[dict[int, float]], rows: list[Row]) -> list[Hit]:
     hits = []
     for product_id, sims in product_best.items():
         row = product_image[product_id][1]
-        hits.append(Hit(row.id, product_id, row.factory_id, float(np.mean(sims))))
+        hits.append(Hit(row.id, product_id, row.factory_id, sum(sims) / len(sims)))  # np.mean: 15 µs a call
     return best_per_product(hits)
 
 

@@ -127,8 +127,10 @@ def _verify(query: Features, candidate: Features) -> Verification:
     thumb_transform[:, 2] *= THUMB_SCALE  # same rotation and scale; the shift shrinks with the thumbs
     agreement = _agreement(query.thumb, candidate.thumb, thumb_transform)
     region = _region(inlier_points, candidate.size)
-    colour = _colour_distance(query.colour, candidate.colour, thumb_transform, region)
-    return Verification(len(inlier_points), len(good), region, False, agreement, colour)
+    result = Verification(len(inlier_points), len(good), region, False, agreement)
+    if not (result.verified and agreement >= IDENTICAL_AGREEMENT):
+        return result  # colours decide only between copies that are otherwise identical
+    return replace(result, colour_distance=_colour_distance(query.colour, candidate.colour, thumb_transform, region))
 
 
 def _colour_distance(
