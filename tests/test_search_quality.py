@@ -7,7 +7,14 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from app.services.ingest import ingest_manifest
-from app.services.scoring import MAX_SUPPORT, SUPPORT_MARGIN, SUPPORT_WEIGHT, Hit, rank_factories
+from app.services.scoring import (
+    MAX_SUPPORT,
+    SUPPORT_MARGIN,
+    SUPPORT_WEIGHT,
+    Hit,
+    default_near_duplicate,
+    rank_factories,
+)
 from app.services.search import search
 from app.services.search_options import QueryPhoto, SearchOptions
 
@@ -84,3 +91,11 @@ def test_each_product_counts_once_with_its_best_image():
     ranked = rank_factories([hit("A", "a1", 0.9, 1), hit("A", "a1", 0.88, 2), hit("A", "a1", 0.87, 3)], 5)
     assert ranked[0].score == pytest.approx(0.9)
     assert [m.image_id for m in ranked[0].matches] == [1]
+
+
+def test_near_duplicate_thresholds_by_model():
+    assert default_near_duplicate("effnet-lite0") == 0.95
+    assert default_near_duplicate("openclip:ViT-B-32:laion2b_s34b_b79k") == 0.92
+    # Untrained weights and uncalibrated models never call a hit a near-duplicate by similarity alone.
+    assert default_near_duplicate("openclip:ViT-B-32:random") > 1
+    assert default_near_duplicate("openclip:ViT-L-14:openai") > 1

@@ -36,6 +36,8 @@ NEAR_DUPLICATE_DEFAULTS = {"effnet-lite0": 0.95, "openclip:ViT-B-32": 0.92}
 
 
 def default_near_duplicate(embedder_name: str) -> float:
+    if embedder_name.endswith(":random"):  # untrained weights: their similarities mean nothing
+        return 1.01
     for prefix, value in NEAR_DUPLICATE_DEFAULTS.items():
         if embedder_name.startswith(prefix):
             return value
