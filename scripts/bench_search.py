@@ -8,7 +8,7 @@ FaissIndex.build (ivf-sq8 at this size), then ingests a small real catalogue int
 ingest path, so that searches find, verify and rank real photos among a million vectors. It starts
 `sourcelens serve` on 127.0.0.1 and times sequential default searches (upload, decode, embed, search,
 verify, aggregate, respond) from a client with a competitor's copy of a catalogue photo (resized and
-recompressed), and in the same run the bare model's single-image forward pass at the same precision.
+recompressed), interleaved with the bare model's single-image forward pass at the same precision.
 The line also gives the latency of a photo the catalogue lacks, which is searched again with its crops.
 """
 
@@ -33,7 +33,7 @@ from app.models import Image as ImageRow
 from app.runtime import Runtime
 from app.sample_catalogue import Design, factory_palette, render_product, write_catalogue
 from app.services.ingest import ingest_manifest
-from embeddings import load_embedder
+from embeddings import Embedder, load_embedder
 from index import FaissIndex
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -108,31 +108,42 @@ def unknown_photo() -> bytes:
     return buffer.getvalue()
 
 
-def time_searches(base: str, image: bytes, count: int) -> tuple[list[float], dict]:
-    """Milliseconds per search, after five warm-up searches; and the last answer."""
-    times, body = [], {}
-    with httpx.Client(timeout=30) as client:
-        for number in range(count + 5):
-            started = time.perf_counter()
-            response = client.post(f"{base}/api/v1/search", files={"image": ("q.jpg", image, "image/jpeg")})
-            response.raise_for_status()
-            if number >= 5:
-                times.append((time.perf_counter() - started) * 1000)
-            body = response.json()
-    return times, body
+def post_search(client: httpx.Client, base: str, image: bytes) -> tuple[float, dict]:
+    """One search over HTTP: milliseconds, and the answer."""
+    started = time.perf_counter()
+    response = client.post(f"{base}/api/v1/search", files={"image": ("q.jpg", image, "image/jpeg")})
+    response.raise_for_status()
+    return (time.perf_counter() - started) * 1000, response.json()
 
 
-def bare_single_ms(spec: str, image: bytes, runs: int) -> tuple[float, str]:
-    embedder = load_embedder(spec, precision="auto")
+def bare_forward_ms(embedder: Embedder, pixels: np.ndarray) -> float:
+    started = time.perf_counter()
+    embedder.embed_pixels(pixels)
+    return (time.perf_counter() - started) * 1000
+
+
+def interleaved(
+    base: str, image: bytes, embedder: Embedder, rounds: int
+) -> tuple[list[float], list[float], list[dict]]:
+    """HTTP searches and bare forward passes in alternating blocks of five, so that the machine's drift (other
+    tenants, frequency) touches both alike; the server idles while the bare model runs. Five of each warm up."""
     pixels = embedder.preprocess(Image.open(io.BytesIO(image)).convert("RGB"))[None]
-    for _ in range(5):
-        embedder.embed_pixels(pixels)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        embedder.embed_pixels(pixels)
-        times.append((time.perf_counter() - started) * 1000)
-    return float(np.median(times)), embedder.precision
+    http, bare, bodies = [], [], []
+    with httpx.Client(timeout=30) as client:
+        for number in range(rounds + 1):
+            searches = [post_search(client, base, image) for _ in range(5)]
+            forwards = [bare_forward_ms(embedder, pixels) for _ in range(5)]
+            if number:
+                http += [ms for ms, _ in searches]
+                bare += forwards
+                bodies += [body for _, body in searches]
+    return http, bare, bodies
+
+
+def median_stages(bodies: list[dict]) -> str:
+    """The server's own timings per stage, median over the searches."""
+    stages = bodies[0]["timings_ms"].keys()
+    return ", ".join(f"{k} {np.median([b['timings_ms'].get(k, 0) for b in bodies]):.1f}" for k in stages)
 
 
 def main() -> None:
@@ -150,24 +161,30 @@ def main() -> None:
     build_catalogue(data_dir, args.images, args.model, dim)
     built_s = time.perf_counter() - started
     query = competitor_photo(add_real_products(data_dir, args.model), "resize", seed=0)
-    bare_ms, precision = bare_single_ms(args.model, query, args.searches)
+    embedder = load_embedder(args.model, precision="auto")  # the server's model at the server's precision
 
     with running_server(data_dir, args.port, {"SOURCELENS_MODEL": args.model}) as base:
         health = httpx.get(f"{base}/healthz", timeout=5).json()
-        times, body = time_searches(base, query, args.searches)
+        times, bare, bodies = interleaved(base, query, embedder, max(1, args.searches // 5))
+        body = bodies[-1]
         if not body["confident_match"] or body["factories"][0]["factory_id"] != "F002":
             raise SystemExit(f"the catalogue photo was not found: {body}")
-        unknown, unknown_body = time_searches(base, unknown_photo(), max(10, args.searches // 3))
-    p50, p99 = np.percentile(times, 50), np.percentile(times, 99)
-    for name, answer in (("catalogue photo", body), ("photo the catalogue lacks", unknown_body)):
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in answer["timings_ms"].items())
-        print(f"{name}, last search's server stages (ms): {stages}", file=sys.stderr)
+        with httpx.Client(timeout=30) as client:
+            unknown = [post_search(client, base, unknown_photo()) for _ in range(max(6, args.searches // 5))]
+        unknown_body = unknown[-1][1]
+        unknown_bodies = [b for _, b in unknown[1:]]
+        if "passes" not in unknown_body["timings_ms"] or unknown_body["confident_match"]:
+            raise SystemExit(f"the unknown photo did not take the second pass: {unknown_body}")
+    p50, p99, bare_ms = np.percentile(times, 50), np.percentile(times, 99), np.percentile(bare, 50)
+    unknown_ms = np.percentile([ms for ms, _ in unknown[1:]], 50)
+    for name, answers in (("catalogue photo", bodies), ("photo the catalogue lacks", unknown_bodies)):
+        print(f"{name}: server stages, median ms: {median_stages(answers)}", file=sys.stderr)
     print(
         f"bench_search: {health['images']:,}-image catalogue, index {health['index']}, model={args.model} "
-        f"{precision} | HTTP search of a catalogue photo p50 {p50:.1f} ms, p99 {p99:.1f} ms | bare model single "
-        f"image p50 {bare_ms:.1f} ms | ratio {p50 / bare_ms:.2f} | a photo the catalogue lacks (searched again with "
-        f"its crops) p50 {np.percentile(unknown, 50):.1f} ms | {os.cpu_count()} cores "
-        f"(catalogue built in {built_s:.0f} s)"
+        f"{embedder.precision} | HTTP search of a catalogue photo p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+        f"| bare model single image p50 {bare_ms:.1f} ms | ratio {p50 / bare_ms:.2f} "
+        f"| a photo the catalogue lacks (searched again with its crops) p50 {unknown_ms:.1f} ms "
+        f"| {os.cpu_count()} cores (catalogue built in {built_s:.0f} s)"
     )
 
 
