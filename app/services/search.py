@@ -1,7 +1,7 @@
 """Photos and/or text → query vectors → nearest catalogue images → verified, ranked factories.
 
 One pipeline serves every kind of query:
-- a photo is searched alone first; only when that finds no confident match are its crops (straightened,
+- a photo is searched alone first; only when that finds no clear match are its crops (straightened,
   trimmed subject, centre) searched too, in a second pass; each catalogue image keeps its best similarity over
   the crops (the product is in one of them). A caller's bbox replaces the photo by that box;
 - several photos of one product (views) are fused per product: the mean over views of the product's best
@@ -39,7 +39,7 @@ MAX_POOL = 4000
 VERIFY_TOP = 30  # products checked with local features, best first
 # An identical top match with pixel agreement above this ends the search without crops. In scripts/evaluate.py
 # that kept factory top-1 as searching every crop did (0.983 on 640 queries), with 87% of catalogue queries
-# answered in one pass; ending on any confident factory instead lost 1.3 points on padded photos.
+# answered in one pass; ending whenever the top factory was confident at all lost 1.3 points on padded photos.
 SETTLED_AGREEMENT = 0.95
 MAX_VIEWS = 8
 MAX_TEXT_CHARS = 500
