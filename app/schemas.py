@@ -116,7 +116,10 @@ class SearchRead(BaseModel):
     offset: int
     factories: list[FactoryMatchRead]
     took_ms: float
-    timings_ms: dict[str, float] = Field(description="decode, embed, search, lookup, verify.")
+    timings_ms: dict[str, float] = Field(
+        description="Milliseconds per stage (decode, preprocess, embed, search, lookup, verify), summed over both "
+        "passes when the photo's crops were searched too; then also passes: 2."
+    )
 
 
 class HealthRead(BaseModel):
