@@ -31,8 +31,13 @@ class Settings(BaseSettings):
         "index_ivf_threshold vectors, then rebuilt as ivf-sq8 in the background.",
     )
     index_ivf_threshold: int = Field(default=50_000, ge=1)
+    index_preload: bool = Field(
+        default=True,
+        description="An IVF index opens memory-mapped (serving at once); then read it into memory in the "
+        "background, where searches run faster. False keeps it mapped: less private memory, pages shared.",
+    )
     torch_threads: int = Field(default=0, ge=0, description="0: one per core.")
-    faiss_threads: int = Field(default=1, ge=0, description="OpenMP threads for FAISS; 0: one per core.")
+    faiss_threads: int = Field(default=1, ge=0, description="OpenMP threads per FAISS search; 0: one per core.")
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     decode_side: int = Field(
         default=320,

@@ -6,7 +6,6 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-import faiss
 import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,10 +31,6 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 def configure_threads(settings: Settings) -> None:
     torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
-    # FAISS ships its own OpenMP runtime: its thread team spins beside torch's and steals the model's cores.
-    # One FAISS thread made a million-image HTTP search faster overall (p50 84.8 → 74.6 ms on 2 cores),
-    # though the FAISS part alone is slower (2.3 → 4 ms).
-    faiss.omp_set_num_threads(settings.faiss_threads or os.cpu_count() or 1)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
@@ -68,7 +63,12 @@ class Runtime:
         with sessions() as session:
             check_catalogue_embedder(session, embedder.name)
             index = open_index(
-                settings.index_dir, embedder.name, embedder.dim, settings.index, settings.index_ivf_threshold
+                settings.index_dir,
+                embedder.name,
+                embedder.dim,
+                settings.index,
+                settings.index_ivf_threshold,
+                settings.faiss_threads,
             )
             if reconcile(session, index).changed:
                 index.save()
@@ -76,6 +76,8 @@ class Runtime:
         batcher = MicroBatcher(embedder, settings.search_batch_max, settings.search_batch_wait_ms / 1000, exclusive)
         runtime = cls(settings, engine, sessions, embedder, index, MediaStore(settings.media_dir), batcher)
         runtime.maybe_rebuild_index()
+        if settings.index_preload:
+            threading.Thread(target=index.preload, name="index-preload", daemon=True).start()
         return runtime
 
     def __post_init__(self) -> None:

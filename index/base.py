@@ -44,6 +44,11 @@ class VectorIndex(ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
+    def preload(self) -> bool:
+        """Bring a lazily opened index fully into memory (may take seconds; searches go on). Returns whether
+        it changed anything."""
+        return False
+
     # Backends that change structure as they grow (FAISS: flat → IVF) rebuild in the background.
     @property
     def wants_rebuild(self) -> bool:

@@ -164,8 +164,8 @@ def main() -> None:
     embedder = load_embedder(args.model, precision="auto")  # the server's model at the server's precision
 
     with running_server(data_dir, args.port, {"SOURCELENS_MODEL": args.model}) as base:
-        health = httpx.get(f"{base}/healthz", timeout=5).json()
         times, bare, bodies = interleaved(base, query, embedder, max(1, args.searches // 5))
+        health = httpx.get(f"{base}/healthz", timeout=5).json()  # the index as searched (preloaded by now)
         body = bodies[-1]
         if not body["confident_match"] or body["factories"][0]["factory_id"] != "F002":
             raise SystemExit(f"the catalogue photo was not found: {body}")

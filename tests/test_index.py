@@ -138,6 +138,49 @@ def test_ivf_index_searches_removes_and_reopens_memory_mapped(tmp_path):
     assert found[0, 0] == 1 and len(reopened) == 5999
 
 
+def test_preload_reads_a_mapped_index_into_memory_without_changing_it(tmp_path):
+    vectors = clustered_unit(6000)
+    FaissIndex.build(tmp_path, "m", 32, "ivf-sq8", np.arange(1, 6001), vectors).save()
+    generation = json.loads((tmp_path / "meta.json").read_text())["generation"]
+    index = FaissIndex.open(tmp_path, "m", 32, "ivf-sq8")
+    assert index.describe().endswith("memory-mapped")
+    mapped = index.search(vectors[:50], 5)
+    assert index.preload() and not index.preload()  # once only
+    assert "memory-mapped" not in index.describe()
+    in_memory = index.search(vectors[:50], 5)
+    assert np.array_equal(mapped[1], in_memory[1]) and np.allclose(mapped[0], in_memory[0])
+    index.save()  # still what the file holds: nothing is written
+    assert json.loads((tmp_path / "meta.json").read_text())["generation"] == generation
+    index.remove(np.array([1]))
+    index.save()
+    assert json.loads((tmp_path / "meta.json").read_text())["generation"] == generation + 1
+
+
+def test_preload_after_a_write_leaves_the_written_index(tmp_path):
+    vectors = clustered_unit(6000)
+    FaissIndex.build(tmp_path, "m", 32, "ivf-sq8", np.arange(1, 6001), vectors).save()
+    index = FaissIndex.open(tmp_path, "m", 32, "ivf-sq8")
+    index.remove(np.array([1, 2]))  # the first write read the lists into memory already
+    assert not index.preload()
+    assert len(index) == 5998 and 1 not in set(index.ids().tolist())
+
+
+def test_search_threads_apply_in_every_calling_thread(tmp_path):
+    faiss = pytest.importorskip("faiss")
+    index = FaissIndex.open(tmp_path, "m", 16, search_threads=1)
+    index.upsert(np.arange(10), unit(10))
+    seen: list[int] = []
+
+    def search_and_look() -> None:
+        index.search(unit(1, seed=3), 2)
+        seen.append(faiss.omp_get_max_threads())
+
+    worker = threading.Thread(target=search_and_look)
+    worker.start()
+    worker.join()
+    assert seen == [1]  # a thread that never set it would see one per core
+
+
 def test_auto_policy_rebuilds_as_ivf_while_writes_continue(tmp_path):
     vectors = clustered_unit(3000)
     index = FaissIndex.open(tmp_path, "m", 32, "auto", ivf_threshold=2000)
