@@ -4,6 +4,7 @@ import logging
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +45,7 @@ class Runtime:
     media: MediaStore
     batcher: MicroBatcher
     features: FeatureCache = field(init=False)  # catalogue images' local features, for verification
+    verification_pool: ThreadPoolExecutor = field(init=False)  # local-feature work, one thread per core
     _rebuild: threading.Thread | None = field(default=None, repr=False)
 
     @classmethod
@@ -82,6 +84,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.features = FeatureCache(self.media.open)
+        self.verification_pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="verify")
 
     @property
     def near_duplicate_similarity(self) -> float:
@@ -126,5 +129,6 @@ class Runtime:
 
     def close(self) -> None:
         self.batcher.close()
+        self.verification_pool.shutdown()
         self.flush()
         self.engine.dispose()

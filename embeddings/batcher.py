@@ -1,20 +1,22 @@
 """Micro-batching: concurrent single-image embeds become one batched forward pass.
 
-A batched pass costs far less per image than single passes (ViT-B-32 bf16 here: ~26 ms per image in a
-batch of 16 against ~48 ms alone). Requests `announce()` themselves as early as they can (the HTTP layer
-does so when a search arrives, before its upload is parsed); the batching thread takes the first waiting
-image and, only while more announced requests are still on their way, waits up to `max_wait_s` for them,
-up to `max_batch`. A lone request therefore never waits.
+A batched pass costs far less per image than single passes (ViT-B-32 fp32 on 2 cores: 133 ms for one image
+alone, ~80 ms per image in a batch of 4 or more). Requests `announce()` themselves as early as they can (the
+HTTP layer does so when a search arrives, before its upload is parsed); the batching thread takes the
+first waiting image and, only while more announced requests are still on their way, waits up to
+`max_wait_s` for them, up to `max_batch` images. A lone request therefore never waits.
 
-When the model's threads hold every core (`exclusive`), new requests also wait while a forward pass runs
-and decode between passes: decoding during a pass preempts torch's OpenMP threads, which then stall each
-other at every barrier (on 2 cores that cost a third of the throughput under load).
+When the model's threads hold every core (`exclusive`), searches' own CPU work (decoding, searching,
+verifying: wrapped in `cpu_turn()`) and forward passes take turns: the work waits while a pass runs, and
+the next pass waits, up to `max_phase_wait_s`, until the work in progress is done. Work beside a pass
+preempts one of torch's OpenMP threads and the other then stalls at every barrier, so the pass lost about
+twice the work's own CPU time: under load the model ran at about half its bare batched rate.
 """
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -25,7 +27,6 @@ import numpy as np
 from embeddings.base import Embedder
 
 log = logging.getLogger(__name__)
-_STOP = object()
 
 
 class _Announcement:
@@ -33,24 +34,33 @@ class _Announcement:
 
 
 _current: ContextVar[_Announcement | None] = ContextVar("announced_search", default=None)
+_Item = tuple[np.ndarray, Future, bool]  # a request's pixels, its future, whether it was announced
 
 
 class MicroBatcher:
     def __init__(
-        self, embedder: Embedder, max_batch: int = 16, max_wait_s: float = 0.05, exclusive: bool = False
+        self,
+        embedder: Embedder,
+        max_batch: int = 16,
+        max_wait_s: float = 0.05,
+        exclusive: bool = False,
+        max_phase_wait_s: float = 0.5,
     ) -> None:
         self.embedder = embedder
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.exclusive = exclusive
-        self._model_idle = threading.Event()
-        self._model_idle.set()
+        self.max_phase_wait_s = max_phase_wait_s
         self.batches = 0  # forward passes run, images embedded, seconds in the model: for metrics and tests
         self.images = 0
         self.busy_s = 0.0
-        self._queue: queue.Queue = queue.Queue()
-        self._in_flight = 0
-        self._count_lock = threading.Lock()
+        # One condition guards the queue and the counts below; every change to them notifies it.
+        self._state = threading.Condition()
+        self._pending: deque[_Item] = deque()
+        self._in_flight = 0  # announced requests that have not had their vectors yet
+        self._cpu_busy = 0  # searches inside cpu_turn()
+        self._model_running = False
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
         self._thread.start()
 
@@ -61,7 +71,7 @@ class MicroBatcher:
         is busy searching or verifying. Code run from inside the block sees it through a context variable,
         which the HTTP layer's thread pool carries over."""
         announcement = _Announcement()
-        with self._count_lock:
+        with self._state:
             self._in_flight += 1
         token = _current.set(announcement)
         try:
@@ -70,16 +80,29 @@ class MicroBatcher:
             _current.reset(token)
             self._withdraw(announcement)
 
-    def _withdraw(self, announcement: "_Announcement") -> None:
-        with self._count_lock:
+    def _withdraw(self, announcement: _Announcement) -> None:
+        with self._state:
             if announcement.counted:
                 announcement.counted = False
                 self._in_flight -= 1
+                self._state.notify_all()
 
-    def wait_turn(self) -> None:
-        """Call before decoding: in exclusive mode, waits while a forward pass holds the cores."""
-        if self.exclusive:
-            self._model_idle.wait()
+    @contextmanager
+    def cpu_turn(self) -> Iterator[None]:
+        """Wrap a search's CPU work (decode, search, verify); never a wait for vectors inside it, or the
+        next pass waits for that work in vain. In exclusive mode, waits while a forward pass runs."""
+        if not self.exclusive:
+            yield
+            return
+        with self._state:
+            self._state.wait_for(lambda: not self._model_running)
+            self._cpu_busy += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._cpu_busy -= 1
+                self._state.notify_all()
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """One preprocessed image (3, S, S) → its unit vector, computed in a shared batch."""
@@ -90,7 +113,9 @@ class MicroBatcher:
         future: Future[np.ndarray] = Future()
         announcement = _current.get()
         counted = announcement is not None and announcement.counted
-        self._queue.put((pixels, future, counted))
+        with self._state:
+            self._pending.append((pixels, future, counted))
+            self._state.notify_all()
         try:
             return future.result()
         finally:
@@ -98,32 +123,54 @@ class MicroBatcher:
                 self._withdraw(announcement)
 
     def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(_STOP)
+        with self._state:
+            self._closed = True
+            self._state.notify_all()
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while (first := self._queue.get()) is not _STOP:
-            batch, images, announced = [first], len(first[0]), int(first[2])
-            deadline = time.monotonic() + self.max_wait_s
-            # Wait while announced requests are still on their way, and there is room for another image.
-            while images < self.max_batch and self._in_flight > announced:
-                remaining = deadline - time.monotonic()
-                try:
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    self._queue.put(_STOP)
-                    break
-                batch.append(item)
-                images += len(item[0])
-                announced += int(item[2])
-            self._run(batch)
+        while True:
+            with self._state:
+                self._state.wait_for(lambda: self._pending or self._closed)
+                if not self._pending:
+                    return
+                self._wait_for_company()
+                batch = self._take_batch()
+                self._model_running = True
+            try:
+                self._run(batch)
+            finally:
+                with self._state:
+                    self._model_running = False
+                    self._state.notify_all()
 
-    def _run(self, batch: list[tuple[np.ndarray, Future, bool]]) -> None:
+    def _wait_for_company(self) -> None:
+        """Holding the lock, with a request waiting: wait while more announced requests are on their way
+        (up to max_wait_s) or, in exclusive mode, while searches' CPU work runs (up to max_phase_wait_s)."""
+        started = time.monotonic()
+        while True:
+            queued = sum(len(pixels) for pixels, _, _ in self._pending)
+            announced = sum(counted for _, _, counted in self._pending)
+            waited = time.monotonic() - started
+            deadlines = []
+            if self._in_flight > announced and waited < self.max_wait_s:
+                deadlines.append(self.max_wait_s)
+            if self.exclusive and self._cpu_busy and waited < self.max_phase_wait_s:
+                deadlines.append(self.max_phase_wait_s)
+            if queued >= self.max_batch or not deadlines or self._closed:
+                return
+            self._state.wait(timeout=min(deadlines) - waited)
+
+    def _take_batch(self) -> list[_Item]:
+        batch = [self._pending.popleft()]
+        images = len(batch[0][0])
+        while self._pending and images + len(self._pending[0][0]) <= self.max_batch:
+            batch.append(self._pending.popleft())
+            images += len(batch[-1][0])
+        return batch
+
+    def _run(self, batch: list[_Item]) -> None:
         try:
-            if self.exclusive:
-                self._model_idle.clear()
             started = time.perf_counter()
             vectors = self.embedder.embed_pixels(np.concatenate([pixels for pixels, _, _ in batch]))
             self.busy_s += time.perf_counter() - started
@@ -132,8 +179,6 @@ class MicroBatcher:
             for _, future, _ in batch:
                 future.set_exception(exc)
             return
-        finally:
-            self._model_idle.set()
         self.batches += 1
         self.images += len(vectors)
         start = 0

@@ -67,6 +67,17 @@ def test_an_edited_copy_is_identical_with_evidence(client, catalogue):
     assert unverified["evidence"] is None and unverified["match_level"] != "identical"
 
 
+def test_only_the_best_ranked_candidates_are_tried_mirrored(client, catalogue, monkeypatch):
+    query = ImageOps.mirror(catalogue_photo(catalogue, "F003-P002-1.jpg"))
+    evidence = [m["evidence"] for f in search(client, query).json()["factories"] for m in f["matches"]]
+    assert any(e and e["mirrored"] for e in evidence)
+    monkeypatch.setattr("app.services.search.MIRROR_TOP", 0)
+    evidence = [
+        m["evidence"] for f in search(client, query, include_weak="true").json()["factories"] for m in f["matches"]
+    ]
+    assert evidence and not any(e and e["mirrored"] for e in evidence)
+
+
 def test_crops_are_searched_only_when_the_photo_alone_finds_no_confident_match(client, catalogue):
     def embedded() -> tuple[int, int]:
         health = client.get("/healthz").json()

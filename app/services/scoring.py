@@ -86,6 +86,8 @@ def with_evidence(hit: Hit, verification: Verification | None, near_duplicate: f
         level, score = MatchLevel.IDENTICAL, hit.similarity + IDENTICAL_BONUS
     elif hit.similarity >= near_duplicate:
         level, score = MatchLevel.NEAR_DUPLICATE, hit.similarity
+    elif verification is None and hit.score is None:
+        return hit  # already an unverified similar hit; most of the pool is, and a copy costs 10 µs
     else:
         level, score = MatchLevel.SIMILAR, hit.similarity
     return replace(hit, score=score, level=level, verification=verification)

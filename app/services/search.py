@@ -13,6 +13,7 @@ The top products are then verified with local features (app/services/verify.py) 
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -37,6 +38,10 @@ POOL_PER_FACTORY = 20
 MIN_POOL = 200
 MAX_POOL = 4000
 VERIFY_TOP = 30  # products checked with local features, best first
+# Of those, the first MIRROR_TOP are also tried mirrored when they fail. A mirrored copy barely moves the
+# embedding: in scripts/evaluate.py, every mirrored identical of the query's own product that decided its
+# ranking came up in the first 10 (the 12 beyond were other products); trying all 30 doubled the matching work.
+MIRROR_TOP = 10
 # An identical top match with pixel agreement above this ends the search without crops. In scripts/evaluate.py
 # that kept factory top-1 as searching every crop did (0.983 on 640 queries), with 87% of catalogue queries
 # answered in one pass; ending whenever the top factory was confident at all lost 1.3 points on padded photos.
@@ -69,7 +74,8 @@ class _Query:
     # Per view, per crop searched so far: FAISS's (scores, ids) row.
     found: list[list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=list)
     rows: dict[int, Row] = field(default_factory=dict)  # image id → product, factory, content hash
-    verified: dict[int, Verification | None] = field(default_factory=dict)  # image id → local-feature check
+    # Image id → its local-feature check, and whether the mirrored query was tried too.
+    verified: dict[int, tuple[Verification | None, bool]] = field(default_factory=dict)
     _features: list[QueryFeatures] | None = None
 
     def unsearched(self) -> list[np.ndarray]:
@@ -77,10 +83,11 @@ class _Query:
         self.found = self.found or [[] for _ in self.views]
         return [vectors[len(found) :] for vectors, found in zip(self.views, self.found, strict=True)]
 
-    def local_features(self) -> list[QueryFeatures]:
-        """Per view, the photo's local features, extracted once however often they are needed."""
+    def local_features(self, pool: Executor | None = None) -> list[QueryFeatures]:
+        """Per view, the photo's local features, extracted once however often they are needed (on `pool`, in
+        the background, when the first call gives one)."""
         if self._features is None:
-            self._features = [QueryFeatures(photo) for photo in self.photos]
+            self._features = [QueryFeatures(photo, pool) for photo in self.photos]
         return self._features
 
 
@@ -137,49 +144,60 @@ def _photo_query(
     rt: Runtime, photos: list[QueryPhoto], auto_crop: bool, crops_at_once: bool, timings: dict[str, float]
 ) -> _Query:
     """Each photo decoded and embedded; its automatic crops embedded too, or held back for a second pass."""
-    with _timed(timings, "decode"):
-        rt.batcher.wait_turn()
-        images, now, later = [], [], []
-        for photo in photos:
-            loaded = rt.load_image(photo.data, max_bytes=rt.settings.max_upload_bytes)
-            image = loaded.image
-            if photo.bbox:
-                original = (loaded.width, loaded.height)
-                image = image.crop(scale_box(parse_bbox(photo.bbox, original), original, image.size))
-            auto = auto_crop and not photo.bbox
-            images.append(image)
-            now.append(query_crops(image, auto_crop=auto and crops_at_once))
-            later.append(auto and not crops_at_once)
-    return _Query(_embed_crops(rt, now, timings), images, crop_later=later)
+    with rt.batcher.cpu_turn():
+        with _timed(timings, "decode"):
+            images, now, later = [], [], []
+            for photo in photos:
+                loaded = rt.load_image(photo.data, max_bytes=rt.settings.max_upload_bytes)
+                image = loaded.image
+                if photo.bbox:
+                    original = (loaded.width, loaded.height)
+                    image = image.crop(scale_box(parse_bbox(photo.bbox, original), original, image.size))
+                auto = auto_crop and not photo.bbox
+                images.append(image)
+                now.append(query_crops(image, auto_crop=auto and crops_at_once))
+                later.append(auto and not crops_at_once)
+        pixels = _preprocess(rt, now, timings)
+    return _Query(_embed(rt, pixels, now, timings), images, crop_later=later)
 
 
-def _embed_crops(rt: Runtime, crops: list[list[PILImage.Image]], timings: dict[str, float]) -> list[np.ndarray]:
-    """Per view, its crops' vectors; every crop of every view in one forward pass."""
+def _preprocess(rt: Runtime, crops: list[list[PILImage.Image]], timings: dict[str, float]) -> np.ndarray:
     with _timed(timings, "preprocess"):
-        pixels = [rt.embedder.preprocess(crop) for view in crops for crop in view]
+        return np.stack([rt.embedder.preprocess(crop) for view in crops for crop in view])
+
+
+def _embed(
+    rt: Runtime, pixels: np.ndarray, crops: list[list[PILImage.Image]], timings: dict[str, float]
+) -> list[np.ndarray]:
+    """Per view, its crops' vectors; every crop of every view in one forward pass. Never inside a cpu_turn."""
     with _timed(timings, "embed"):
-        vectors = rt.batcher.embed_many(np.stack(pixels))
+        vectors = rt.batcher.embed_many(pixels)
     return np.split(vectors, np.cumsum([len(view) for view in crops])[:-1])
 
 
 def _run(
     session: Session, rt: Runtime, query: _Query, options: SearchOptions, started: float, timings: dict[str, float]
 ) -> SearchResult:
-    allowed = allowed_image_ids(session, options.filters)
-    ranked = _ranked(session, rt, query, options, allowed, timings)
-    if any(query.crop_later) and not _settled(rt, ranked):
+    with rt.batcher.cpu_turn():
+        allowed = allowed_image_ids(session, options.filters)
+        if options.verify:  # extracted while FAISS searches, on the other core
+            query.local_features(rt.verification_pool)
+        ranked = _ranked(session, rt, query, options, allowed, timings)
         # The photo alone found no clear match: the product may be framed, padded or part of a scene, so its
         # crops are searched too. A clear match (the usual case) costs one forward pass, not several.
-        with _timed(timings, "decode"):
-            rt.batcher.wait_turn()
-            crops = [
-                query_crops(photo, auto_crop=True)[1:] if later else []
-                for photo, later in zip(query.photos, query.crop_later, strict=True)
-            ]
-        more = _embed_crops(rt, crops, timings)
+        if second_pass := any(query.crop_later) and not _settled(rt, ranked):
+            with _timed(timings, "decode"):
+                crops = [
+                    query_crops(photo, auto_crop=True)[1:] if later else []
+                    for photo, later in zip(query.photos, query.crop_later, strict=True)
+                ]
+            pixels = _preprocess(rt, crops, timings)
+    if second_pass:
+        more = _embed(rt, pixels, crops, timings)
         query.views = [np.concatenate([done, new]) for done, new in zip(query.views, more, strict=True)]
         query.crop_later = [False for _ in query.views]
-        ranked = _ranked(session, rt, query, options, allowed, timings)
+        with rt.batcher.cpu_turn():
+            ranked = _ranked(session, rt, query, options, allowed, timings)
         timings["passes"] = 2
     confident = any(f.confident for f in ranked)
     gated = query.gated and not options.include_weak
@@ -274,22 +292,31 @@ def _with_evidence(rt: Runtime, query: _Query, hits: list[Hit], verify_hits: boo
     near_duplicate = rt.near_duplicate_similarity
     if not verify_hits or not query.photos:
         return [with_evidence(hit, None, near_duplicate) for hit in hits]
-    checked = []
-    for rank, hit in enumerate(hits):
-        if rank < VERIFY_TOP and hit.image_id not in query.verified:
-            content_hash = query.rows[hit.image_id].content_hash
-            query.verified[hit.image_id] = _verify_views(rt, query.local_features(), content_hash)
-        checked.append(
-            with_evidence(hit, query.verified.get(hit.image_id) if rank < VERIFY_TOP else None, near_duplicate)
-        )
-    return checked
+    # Checked already, unless only unmirrored and now ranked where the mirror is tried (a second pass).
+    wanted = [
+        (hit.image_id, rank < MIRROR_TOP)
+        for rank, hit in enumerate(hits[:VERIFY_TOP])
+        if (known := query.verified.get(hit.image_id)) is None or (rank < MIRROR_TOP and not known[1])
+    ]
+    views = query.local_features(rt.verification_pool)
+
+    def check(image_id: int, mirror: bool) -> Verification | None:
+        return _verify_views(rt, views, query.rows[image_id].content_hash, mirror)
+
+    # Pairs are checked in parallel: OpenCV releases the GIL, and one search otherwise leaves a core idle.
+    results = rt.verification_pool.map(check, *zip(*wanted, strict=True)) if wanted else []
+    for (image_id, mirror), result in zip(wanted, results, strict=True):
+        query.verified[image_id] = result, mirror
+    checked = [with_evidence(hit, query.verified[hit.image_id][0], near_duplicate) for hit in hits[:VERIFY_TOP]]
+    return checked + [with_evidence(hit, None, near_duplicate) for hit in hits[VERIFY_TOP:]]
 
 
-def _verify_views(rt: Runtime, views: list[QueryFeatures], content_hash: str) -> Verification | None:
-    """The best check of a catalogue image against any view; None when its stored copy cannot be read."""
+def _verify_views(rt: Runtime, views: list[QueryFeatures], content_hash: str, mirror: bool) -> Verification | None:
+    """The best check of a catalogue image against any view (mirrored too, if `mirror`); None when its stored
+    copy cannot be read."""
     if (features := rt.features.get(content_hash)) is None:
         return None
-    results = [verify(view.features, features, view.mirrored) for view in views]
+    results = [verify(view.features, features, view.mirrored if mirror else None) for view in views]
     return max(results, key=lambda r: (r.identical, r.inliers))
 
 

@@ -11,6 +11,7 @@ mirrored. The inlier count and the matched region are the evidence shown with ea
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from threading import Lock
 
@@ -189,17 +190,35 @@ def _region(points: np.ndarray, size: tuple[int, int]) -> tuple[float, float, fl
 
 
 class QueryFeatures:
-    """A query photo's features, and its mirror's only if some pair needs them."""
+    """A query photo's features, and its mirror's. With a `pool`, both are extracted there at once, so that
+    they overlap other work (the nearest-neighbour search; each other); without, each on first use."""
 
-    def __init__(self, image: Image.Image) -> None:
+    def __init__(self, image: Image.Image, pool: Executor | None = None) -> None:
         self.image = image
-        self.features = extract(image)
-        self._mirrored: Features | None = None
+        self._lock = Lock()
+        self._plain = pool.submit(extract, image) if pool else None
+        self._flipped = pool.submit(_extract_mirrored, image) if pool else None
+
+    @property
+    def features(self) -> Features:
+        with self._lock:
+            self._plain = self._plain or _done(extract(self.image))
+        return self._plain.result()
 
     def mirrored(self) -> Features:
-        if self._mirrored is None:
-            self._mirrored = extract(ImageOps.mirror(self.image))
-        return self._mirrored
+        with self._lock:
+            self._flipped = self._flipped or _done(_extract_mirrored(self.image))
+        return self._flipped.result()
+
+
+def _extract_mirrored(image: Image.Image) -> Features:
+    return extract(ImageOps.mirror(image))
+
+
+def _done(features: Features) -> "Future[Features]":
+    future: Future[Features] = Future()
+    future.set_result(features)
+    return future
 
 
 class FeatureCache:
