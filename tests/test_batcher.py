@@ -83,3 +83,79 @@ def test_a_failed_batch_fails_every_request_in_it(tiny_embedder):
     with pytest.raises(RuntimeError, match="exploded"):
         batcher.embed(pixels_for(tiny_embedder, 1)[0])
     batcher.close()
+
+
+class GatedEmbedder:
+    """Returns zero vectors; each forward pass waits for `release` and records that it ran."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.running = threading.Event()
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        self.running.set()
+        assert self.release.wait(30)
+        return np.zeros((len(pixels), 4), np.float32)
+
+
+def test_exclusive_passes_wait_for_cpu_work_in_progress(tiny_embedder):
+    batcher = MicroBatcher(tiny_embedder, max_batch=8, max_wait_s=0.01, exclusive=True, max_phase_wait_s=60)
+    pixels = pixels_for(tiny_embedder, 1)[0]
+    verifying, release, embedded = threading.Event(), threading.Event(), threading.Event()
+
+    def verifying_search() -> None:
+        with batcher.cpu_turn():
+            verifying.set()
+            release.wait(30)
+
+    def new_search() -> None:
+        batcher.embed(pixels)
+        embedded.set()
+
+    threading.Thread(target=verifying_search, daemon=True).start()
+    assert verifying.wait(10)
+    threading.Thread(target=new_search, daemon=True).start()
+    assert not embedded.wait(0.5) and batcher.batches == 0  # the pass waits for the verification
+    release.set()
+    assert embedded.wait(20) and batcher.batches == 1
+    batcher.close()
+
+
+def test_exclusive_passes_wait_for_cpu_work_only_so_long(tiny_embedder):
+    batcher = MicroBatcher(tiny_embedder, max_batch=8, max_wait_s=0.01, exclusive=True, max_phase_wait_s=0.2)
+    with batcher.cpu_turn():
+        done = threading.Event()
+        threading.Thread(
+            target=lambda: (batcher.embed(pixels_for(tiny_embedder, 1)[0]), done.set()), daemon=True
+        ).start()
+        assert done.wait(20)  # while this turn still runs
+    batcher.close()
+
+
+def test_cpu_work_waits_while_an_exclusive_pass_runs():
+    model = GatedEmbedder()
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.01, exclusive=True)
+    threading.Thread(target=lambda: batcher.embed(np.zeros((3, 8, 8), np.float32)), daemon=True).start()
+    assert model.running.wait(10)
+    entered = threading.Event()
+
+    def decode() -> None:
+        with batcher.cpu_turn():
+            entered.set()
+
+    threading.Thread(target=decode, daemon=True).start()
+    assert not entered.wait(0.5)  # the pass holds the cores
+    model.release.set()
+    assert entered.wait(10)
+    batcher.close()
+
+
+def test_cpu_turns_never_wait_when_the_model_does_not_hold_every_core():
+    model = GatedEmbedder()
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.01, exclusive=False)
+    threading.Thread(target=lambda: batcher.embed(np.zeros((3, 8, 8), np.float32)), daemon=True).start()
+    assert model.running.wait(10)
+    with batcher.cpu_turn():
+        pass  # would hang here if it waited for the pass
+    model.release.set()
+    batcher.close()
