@@ -8,6 +8,7 @@ from PIL import Image, ImageOps
 
 from app.evaluation import TRANSFORMS
 from app.sample_catalogue import Design, factory_palette, render_product
+from app.services import verify as verify_module
 from app.services.crops import parse_bbox, query_crops, subject_box
 from app.services.errors import InvalidInputError
 from app.services.verify import QueryFeatures, extract, verify
@@ -44,6 +45,33 @@ def test_unrelated_products_never_verify_as_identical():
             if i != j:
                 result = check(ImageOps.mirror(query) if (i + j) % 2 else query, candidate)
                 assert not result.identical, (i, j, result)
+
+
+def _texture(seed: int) -> Image.Image:
+    """A busy photo: hundreds of corners, unlike any other seed's."""
+    noise = np.random.default_rng(seed).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+    return Image.fromarray(noise).resize((400, 400), Image.Resampling.BICUBIC)
+
+
+def test_most_unrelated_pairs_are_ruled_out_by_the_quick_look(monkeypatch):
+    calls: list[int] = []
+    real = verify_module._good_matches
+    monkeypatch.setattr(verify_module, "_good_matches", lambda q, c: calls.append(len(q)) or real(q, c))
+    features = [extract(_texture(seed)) for seed in range(5)]
+    assert all(len(f.descriptors) > 2 * verify_module.QUICK_POINTS for f in features)  # the quick look applies
+    ruled_out = 0
+    for i, query in enumerate(features):
+        for j, candidate in enumerate(features):
+            if i != j:
+                calls.clear()
+                result = verify(query, candidate)
+                assert not result.verified
+                ruled_out += calls == [verify_module.QUICK_POINTS]  # 150 keypoints matched, not 600
+    assert ruled_out >= 15  # of 20 pairs
+    calls.clear()
+    copy = extract(_texture(0).resize((360, 360)))
+    result = verify(features[0], copy)
+    assert result.identical and calls == [verify_module.QUICK_POINTS, len(features[0].descriptors) - 150]
 
 
 def test_blank_images_have_no_evidence():
