@@ -122,9 +122,9 @@ def _verify(query: Features, candidate: Features) -> Verification:
     # at a quarter of the matching cost, and the full match then only adds the rest.
     quick = len(query.descriptors) > 2 * QUICK_POINTS
     good = _good_matches(query.descriptors[:QUICK_POINTS] if quick else query.descriptors, candidate.descriptors)
-    if quick and len(good) < QUICK_MATCHES:
-        return Verification(0, len(good), None, False)
     if quick:
+        if len(good) < QUICK_MATCHES:
+            return Verification(0, len(good), None, False)
         rest = _good_matches(query.descriptors[QUICK_POINTS:], candidate.descriptors)
         good += [(q + QUICK_POINTS, t) for q, t in rest]
     if len(good) < MIN_MATCHES:
