@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The model is loaded once, here, off the event loop.
         app.state.runtime = runtime or await run_in_threadpool(Runtime.start, settings)
+        app.state.runtime.preload_index()
         app.state.job_runner = await run_in_threadpool(start_job_runner, app.state.runtime)
         yield
         await run_in_threadpool(app.state.job_runner.stop)

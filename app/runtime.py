@@ -78,8 +78,6 @@ class Runtime:
         batcher = MicroBatcher(embedder, settings.search_batch_max, settings.search_batch_wait_ms / 1000, exclusive)
         runtime = cls(settings, engine, sessions, embedder, index, MediaStore(settings.media_dir), batcher)
         runtime.maybe_rebuild_index()
-        if settings.index_preload:
-            threading.Thread(target=index.preload, name="index-preload", daemon=True).start()
         return runtime
 
     def __post_init__(self) -> None:
@@ -105,6 +103,12 @@ class Runtime:
             max_pixels=settings.max_image_pixels,
             max_side=self.decode_side,
         )
+
+    def preload_index(self) -> None:
+        """For a server: read a memory-mapped index into memory in the background (faster searches). Short
+        commands (ingest, evaluate) skip it: they would read hundreds of MB for nothing."""
+        if self.settings.index_preload:
+            threading.Thread(target=self.index.preload, name="index-preload", daemon=True).start()
 
     def flush(self) -> None:
         if self.index.dirty:
