@@ -16,7 +16,7 @@ from app.db import create_tables, make_engine, make_session_factory
 from app.services.index_sync import check_catalogue_embedder, load_vectors, reconcile
 from app.services.media import MediaStore
 from app.services.scoring import default_near_duplicate
-from app.services.verify import FeatureCache
+from app.services.verify import FeatureCache, one_thread_per_pair
 from embeddings import Embedder, LoadedImage, load_embedder, load_image
 from embeddings.batcher import MicroBatcher
 from index import VectorIndex, open_index
@@ -82,7 +82,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.features = FeatureCache(self.media.open)
-        self.verification_pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="verify")
+        self.verification_pool = ThreadPoolExecutor(
+            os.cpu_count() or 1, thread_name_prefix="verify", initializer=one_thread_per_pair
+        )
 
     @property
     def near_duplicate_similarity(self) -> float:

@@ -2,6 +2,7 @@
 
 import random
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
@@ -11,7 +12,7 @@ from app.sample_catalogue import Design, factory_palette, render_product
 from app.services import verify as verify_module
 from app.services.crops import parse_bbox, query_crops, subject_box
 from app.services.errors import InvalidInputError
-from app.services.verify import QueryFeatures, extract, verify
+from app.services.verify import RATIO, QueryFeatures, extract, verify
 from index import FaissIndex
 
 PRODUCTS = [render_product(Design(seed=s, palette=factory_palette(s % 5)), size=320) for s in range(1, 13)]
@@ -72,6 +73,16 @@ def test_most_unrelated_pairs_are_ruled_out_by_the_quick_look(monkeypatch):
     copy = extract(_texture(0).resize((360, 360)))
     result = verify(features[0], copy)
     assert result.identical and calls == [verify_module.QUICK_POINTS, len(features[0].descriptors) - 150]
+
+
+def test_hamming_matches_are_opencvs_brute_force_matches():
+    """The FAISS Hamming search replaced OpenCV's BFMatcher: the same ratio-test matches, pair for pair."""
+    query = extract(_texture(7).rotate(10).resize((320, 320))).descriptors
+    for candidate in (extract(_texture(7)).descriptors, extract(_texture(8)).descriptors):
+        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, candidate, k=2)
+        expected = [(p[0].queryIdx, p[0].trainIdx) for p in pairs if p[0].distance < RATIO * p[1].distance]
+        assert verify_module._good_matches(query, candidate) == expected
+    assert len(expected) < 50 < len(verify_module._good_matches(query, extract(_texture(7)).descriptors))
 
 
 def test_blank_images_have_no_evidence():
