@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Factory, Image, Product
@@ -62,6 +63,15 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+class ImageRef(NamedTuple):
+    """What ranking and verification need of a catalogue image."""
+
+    id: int
+    product_id: str
+    content_hash: str
+    factory_id: str
+
+
 @dataclass
 class _Query:
     """What the pipeline searches with, and what it has found so far (a search may take two passes)."""
@@ -73,7 +83,7 @@ class _Query:
     crop_later: list[bool] = field(default_factory=list)  # per view: its crops are left for a second pass
     # Per view, per crop searched so far: FAISS's (scores, ids) row.
     found: list[list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=list)
-    rows: dict[int, Row] = field(default_factory=dict)  # image id → product, factory, content hash
+    rows: dict[int, ImageRef] = field(default_factory=dict)  # image id → product, factory, content hash
     # Image id → its local-feature check, and whether the mirrored query was tried too.
     verified: dict[int, tuple[Verification | None, bool]] = field(default_factory=dict)
     _features: list[QueryFeatures] | None = None
@@ -260,28 +270,32 @@ def _fused_hits(session: Session, query: _Query) -> list[Hit]:
             .join(Product)
             .where(Image.id.in_(wanted))
         )
-        query.rows.update((row.id, row) for row in session.execute(statement))
+        # Core rows, kept as named tuples: the ORM's result machinery and Row attribute access cost more
+        # than the query itself here (200 rows: 4 -> 1.5 ms).
+        query.rows.update((row[0], ImageRef._make(row)) for row in session.connection().execute(statement))
     # An id the database no longer has (deleted just now, or before a crash) is simply dropped.
     rows = [row for row in query.rows.values() if row.product_id != query.exclude_product]
     return _fuse_views(per_view, rows)
 
 
-def _fuse_views(per_view: list[dict[int, float]], rows: list[Row]) -> list[Hit]:
+def _fuse_views(per_view: list[dict[int, float]], rows: list[ImageRef]) -> list[Hit]:
     """One hit per product: its best image, with the mean over views of the product's best similarity
     (a view where the product did not come up counts with that view's lowest similarity in the pool)."""
     floors = [min(view.values(), default=0.0) for view in per_view]
-    product_best: dict[str, list[float]] = {}
-    product_image: dict[str, tuple[float, Row]] = {}
+    product_sims: dict[str, list[float]] = {}
+    product_image: dict[str, tuple[float, ImageRef]] = {}
     for row in rows:
-        sims = product_best.setdefault(row.product_id, list(floors))
-        for v, view in enumerate(per_view):
-            if row.id in view:
-                sims[v] = max(sims[v], view[row.id])
-        top = max((view.get(row.id, -2.0) for view in per_view), default=-2.0)
-        if row.product_id not in product_image or top > product_image[row.product_id][0]:
+        scores = [view.get(row.id, -2.0) for view in per_view]
+        if (sims := product_sims.get(row.product_id)) is None:
+            sims = product_sims[row.product_id] = list(floors)
+        for v, score in enumerate(scores):
+            if score > sims[v]:
+                sims[v] = score
+        top = max(scores, default=-2.0)
+        if top > product_image.get(row.product_id, (-3.0,))[0]:
             product_image[row.product_id] = (top, row)
     hits = []
-    for product_id, sims in product_best.items():
+    for product_id, sims in product_sims.items():
         row = product_image[product_id][1]
         hits.append(Hit(row.id, product_id, row.factory_id, sum(sims) / len(sims)))  # np.mean: 15 µs a call
     return best_per_product(hits)
