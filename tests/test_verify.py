@@ -85,6 +85,20 @@ def test_hamming_matches_are_opencvs_brute_force_matches():
     assert len(expected) < 50 < len(verify_module._good_matches(query, extract(_texture(7)).descriptors))
 
 
+def test_mirrored_features_are_those_of_the_mirrored_photo():
+    """The mirror's keypoints are derived, not detected again: nearly all lie where detection finds them in
+    the mirrored photo, with the same descriptors; its thumbs are the mirrored photo's."""
+    image = _texture(3).resize((317, 300))
+    derived, fresh = QueryFeatures(image).mirrored(), extract(ImageOps.mirror(image))
+    distances = np.linalg.norm(derived.points[:, None] - fresh.points[None], axis=2)
+    on_fresh = distances.min(axis=1) < 1.0
+    assert on_fresh.mean() > 0.9
+    nearest = fresh.descriptors[distances.argmin(axis=1)[on_fresh]]
+    assert np.median(np.unpackbits(derived.descriptors[on_fresh] ^ nearest, axis=1).sum(axis=1)) == 0
+    np.testing.assert_array_equal(derived.colour, fresh.colour)
+    assert derived.size == fresh.size
+
+
 def test_blank_images_have_no_evidence():
     blank = Image.new("RGB", (200, 200), "white")
     result = check(blank, PRODUCTS[0])
