@@ -270,9 +270,9 @@ def _fused_hits(session: Session, query: _Query) -> list[Hit]:
             .join(Product)
             .where(Image.id.in_(wanted))
         )
-        # Core rows, kept as named tuples: the ORM's result machinery and Row attribute access cost more
-        # than the query itself here (200 rows: 4 -> 1.5 ms).
-        query.rows.update((row[0], ImageRef._make(row)) for row in session.connection().execute(statement))
+        # Core rows, kept as named tuples: the ORM's result machinery and Row attribute access cost as much as
+        # the query itself (with the leaner fusing below: the lookup of 200 hits 9.9 -> 5.6 ms, 1M catalogue).
+        query.rows.update((row[0], ImageRef._make(row)) for row in session.connection().execute(statement).all())
     # An id the database no longer has (deleted just now, or before a crash) is simply dropped.
     rows = [row for row in query.rows.values() if row.product_id != query.exclude_product]
     return _fuse_views(per_view, rows)
