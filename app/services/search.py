@@ -292,7 +292,7 @@ def _fuse_views(per_view: list[dict[int, float]], rows: list[ImageRef]) -> list[
             if score > sims[v]:
                 sims[v] = score
         top = max(scores, default=-2.0)
-        if top > product_image.get(row.product_id, (-3.0,))[0]:
+        if (best := product_image.get(row.product_id)) is None or top > best[0]:
             product_image[row.product_id] = (top, row)
     hits = []
     for product_id, sims in product_sims.items():

@@ -251,6 +251,7 @@ class QueryFeatures:
         self.image = image
         self._lock = RLock()  # mirrored() computes the plain features first, under the same lock
         self._plain = pool.submit(_detect, image) if pool else None
+        # Waits there for the plain keypoints; never a deadlock, as a pool starts its tasks in the order given.
         self._flipped = pool.submit(self._mirror) if pool else None
 
     @property
