@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         description="An IVF index opens memory-mapped (serving at once); then read it into memory in the "
         "background, where searches run faster. False keeps it mapped: less private memory, pages shared.",
     )
-    torch_threads: int = Field(default=0, ge=0, description="0: one per core.")
+    torch_threads: int = Field(default=0, ge=0, description="0: one per usable core (app/cores.py).")
     faiss_threads: int = Field(default=1, ge=0, description="OpenMP threads per FAISS search; 0: one per core.")
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     decode_side: int = Field(

@@ -1,7 +1,6 @@
 """Everything a running SourceLens holds: settings, database, model and index, created once."""
 
 import logging
-import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.cores import usable_cores
 from app.db import create_tables, make_engine, make_session_factory
 from app.services.index_sync import check_catalogue_embedder, load_vectors, reconcile
 from app.services.media import MediaStore
@@ -31,7 +31,7 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def configure_threads(settings: Settings) -> None:
-    torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
+    torch.set_num_threads(settings.torch_threads or usable_cores())
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
@@ -74,7 +74,7 @@ class Runtime:
             )
             if reconcile(session, index).changed:
                 index.save()
-        exclusive = (os.cpu_count() or 1) <= torch.get_num_threads()  # the model's threads hold every core
+        exclusive = usable_cores() <= torch.get_num_threads()  # the model's threads hold every core
         batcher = MicroBatcher(embedder, settings.search_batch_max, settings.search_batch_wait_ms / 1000, exclusive)
         runtime = cls(settings, engine, sessions, embedder, index, MediaStore(settings.media_dir), batcher)
         runtime.maybe_rebuild_index()
@@ -83,7 +83,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.features = FeatureCache(self.media.open)
         self.verification_pool = ThreadPoolExecutor(
-            os.cpu_count() or 1, thread_name_prefix="verify", initializer=one_thread_per_pair
+            usable_cores(), thread_name_prefix="verify", initializer=one_thread_per_pair
         )
 
     @property

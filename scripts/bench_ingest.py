@@ -10,7 +10,6 @@ Random weights run at exactly the speed of trained ones; no model hub is needed.
 """
 
 import argparse
-import os
 import platform
 import tempfile
 import time
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from app.config import Settings
+from app.cores import usable_cores
 from app.runtime import Runtime
 from app.sample_catalogue import write_catalogue
 from app.services.ingest import ingest_manifest
@@ -104,7 +104,7 @@ def main() -> None:
         f"bench_ingest: {report.added} images ({report.failed} failed) model={args.model} {embedder.precision} "
         f"(bf16 cosine to fp32 {cosine}) | ingest {ingest:.1f} img/s | bare model loop {bare:.1f} img/s | "
         f"ratio {ingest / bare:.2f} | plain fp32 open_clip loop {plain:.1f} img/s | speedup {ingest / plain:.2f}x | "
-        f"stages {stages} | {os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch "
+        f"stages {stages} | {usable_cores()} cores, {platform.processor() or platform.machine()}, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads"
     )
 

@@ -10,7 +10,6 @@ measured in the same run on the same machine.
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 import threading
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from app.config import Settings
+from app.cores import usable_cores
 from app.runtime import Runtime
 from app.sample_catalogue import write_catalogue
 from app.services.ingest import ingest_manifest
@@ -105,7 +105,7 @@ def main() -> None:
         f"bench_load: {args.clients} clients for {args.seconds:.0f}s over loopback HTTP, model={args.model} "
         f"{precision} | {rate:.1f} searches/s, p50 {np.percentile(ms, 50):.0f} ms, p99 {np.percentile(ms, 99):.0f} ms, "
         f"{errors} errors, mean batch {mean_batch:.1f}, model busy {busy:.0%} "
-        f"| bare batched model {bare:.1f} img/s | ratio {rate / bare:.2f} | {os.cpu_count()} cores"
+        f"| bare batched model {bare:.1f} img/s | ratio {rate / bare:.2f} | {usable_cores()} cores"
     )
 
 

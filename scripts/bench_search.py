@@ -14,7 +14,6 @@ The line also gives the latency of a photo the catalogue lacks, which is searche
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from PIL import Image
 from sqlalchemy import insert
 
 from app.config import Settings
+from app.cores import usable_cores
 from app.db import create_tables, make_engine
 from app.evaluation import competitor_photo
 from app.models import Factory, Product
@@ -184,7 +184,7 @@ def main() -> None:
         f"{embedder.precision} | HTTP search of a catalogue photo p50 {p50:.1f} ms, p99 {p99:.1f} ms "
         f"| bare model single image p50 {bare_ms:.1f} ms | ratio {p50 / bare_ms:.2f} "
         f"| a photo the catalogue lacks (searched again with its crops) p50 {unknown_ms:.1f} ms "
-        f"| {os.cpu_count()} cores (catalogue built in {built_s:.0f} s)"
+        f"| {usable_cores()} cores (catalogue built in {built_s:.0f} s)"
     )
 
 

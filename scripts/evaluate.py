@@ -10,7 +10,6 @@ catalogue is ingested once into --data-dir (default: a directory beside this run
 
 import argparse
 import hashlib
-import os
 import platform
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.config import Settings
+from app.cores import usable_cores
 from app.evaluation import TRANSFORMS, Evaluation, catalogue_queries, evaluate, split_manifest
 from app.runtime import Runtime
 from app.sample_catalogue import write_catalogue
@@ -77,7 +77,7 @@ def print_report(result: Evaluation, args: argparse.Namespace, runtime: Runtime,
     latency = result.latencies()
     print(
         f"latency per search: p50 {np.percentile(latency, 50):.1f} ms, p95 {np.percentile(latency, 95):.1f} ms "
-        f"({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+        f"({usable_cores()} cores, {platform.processor() or platform.machine()})"
     )
 
 

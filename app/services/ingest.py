@@ -8,7 +8,6 @@ at any point resumes at its first unacknowledged item, and nothing is lost or do
 the index after the commit; the start-up reconcile covers a crash in between.
 """
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.cores import usable_cores
 from app.models import Factory, Image, IngestItem, IngestJob, Product, utcnow
 from app.runtime import Runtime
 from app.services import jobs
@@ -106,7 +106,7 @@ def _read_batches(
     (2 cores, 2 torch threads), overlapping only makes readers preempt the model's OpenMP threads, which
     then stall each other at every barrier; reading between forward passes measured faster there.
     """
-    read_ahead = (os.cpu_count() or 1) > torch.get_num_threads()
+    read_ahead = usable_cores() > torch.get_num_threads()
     with ThreadPoolExecutor(rt.settings.read_workers, thread_name_prefix="ingest-read") as pool:
 
         def submit(index: int) -> list[Future[ReadItem]]:
