@@ -5,12 +5,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Base
 
+SQLITE_POOL_SIZE = 32  # connections kept open: requests run on a thread pool of up to 40
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # Requests run in a thread pool, hence check_same_thread=False; the busy timeout lets
         # a search read while an ingest batch commits.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # The pool holds a connection for each concurrent request (16 clients: 16). SQLAlchemy's default of
+        # 5 + 10 overflow closed and reopened connections (and re-ran the pragmas) under load.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_SIZE,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
