@@ -41,9 +41,13 @@ def wait_for_job(client, job_id: str, timeout: float = 120.0) -> dict:
     raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
+served = {"huge": 0}
+
+
 @contextmanager
 def image_server(root: Path) -> Iterator[str]:
-    """Serves files under root on 127.0.0.1, plus /redirect?to=URL, /huge and /slow."""
+    """Serves files under root on 127.0.0.1, plus /redirect?to=URL, /loop (redirects to itself), /huge (4 MiB,
+    undeclared), /declared (declares 50 MB, sends 10 bytes) and /slow. `served` counts the bytes /huge wrote."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -51,11 +55,25 @@ def image_server(root: Path) -> Iterator[str]:
                 self.send_response(302)
                 self.send_header("Location", self.path.split("=", 1)[1])
                 self.end_headers()
+            elif self.path == "/loop":
+                self.send_response(302)
+                self.send_header("Location", "/loop")
+                self.end_headers()
             elif self.path == "/huge":
                 self.send_response(200)
                 self.end_headers()  # no Content-Length: the byte cap must stop the stream
-                for _ in range(64):
-                    self.wfile.write(b"\0" * 65536)
+                try:
+                    for _ in range(64):
+                        self.wfile.write(b"\0" * 65536)
+                        self.wfile.flush()
+                        served["huge"] += 65536
+                except OSError:  # the client hung up: what the cap is for
+                    pass
+            elif self.path == "/declared":
+                self.send_response(200)
+                self.send_header("Content-Length", "50000000")
+                self.end_headers()
+                self.wfile.write(b"0123456789")
             elif self.path == "/slow":
                 time.sleep(3)
                 self.send_response(200)

@@ -168,3 +168,22 @@ def test_openapi_docs_and_web_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "SourceLens" in page.text and "/static/app.js" in page.text
     assert 'fetch("/api/v1/search"' in client.get("/static/app.js").text
+
+
+def test_listings_page_with_offset_and_limit(client):
+    for factory_id in ("F1", "F2", "F3"):
+        make_factory(client, factory_id)
+    for product_id in ("P1", "P2", "P3", "P4"):
+        make_product(client, product_id, "F2" if product_id == "P4" else "F1")
+
+    def ids(path: str, **params) -> list[str]:
+        return [row["id"] for row in client.get(path, params=params).json()]
+
+    assert ids("/api/v1/factories") == ["F1", "F2", "F3"]
+    assert ids("/api/v1/factories", offset=1, limit=1) == ["F2"]
+    assert ids("/api/v1/factories", offset=3) == []
+    assert ids("/api/v1/products", offset=1, limit=2) == ["P2", "P3"]
+    assert ids("/api/v1/products", factory_id="F1", offset=2) == ["P3"]
+    assert client.get("/api/v1/products", params={"limit": 0}).status_code == 422
+    assert client.get("/api/v1/products", params={"limit": 501}).status_code == 422
+    assert client.get("/api/v1/factories", params={"offset": -1}).status_code == 422

@@ -3,7 +3,6 @@
 import threading
 
 import numpy as np
-import pytest
 
 from embeddings.batcher import MicroBatcher
 
@@ -74,14 +73,47 @@ def test_a_request_that_has_its_vector_no_longer_holds_batches_back(tiny_embedde
     batcher.close()
 
 
-def test_a_failed_batch_fails_every_request_in_it(tiny_embedder):
-    class Broken:
-        def embed_pixels(self, pixels):
-            raise RuntimeError("model exploded")
+class Broken:
+    """Fails every forward pass after `gate` opens, so requests can pile up into one batch first."""
 
-    batcher = MicroBatcher(Broken(), max_batch=4, max_wait_s=0.01)
-    with pytest.raises(RuntimeError, match="exploded"):
-        batcher.embed(pixels_for(tiny_embedder, 1)[0])
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def embed_pixels(self, pixels):
+        self.calls += 1
+        self.gate.wait(30)
+        raise RuntimeError("model exploded")
+
+
+def test_a_failed_batch_fails_every_request_in_it(tiny_embedder):
+    model = Broken()
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.01)
+    pixels = pixels_for(tiny_embedder, 6)
+    outcomes: dict[int, str] = {}
+
+    def request(i: int) -> None:
+        try:
+            batcher.embed(pixels[i])
+            outcomes[i] = "vector"
+        except RuntimeError as exc:
+            outcomes[i] = str(exc)
+
+    first = threading.Thread(target=request, args=(0,), daemon=True)
+    first.start()  # its pass blocks on the gate; the next five queue up behind it as one batch
+    while model.calls == 0:
+        threading.Event().wait(0.01)
+    rest = [threading.Thread(target=request, args=(i,), daemon=True) for i in range(1, 6)]
+    for thread in rest:
+        thread.start()
+    while len(batcher._pending) < 5:
+        threading.Event().wait(0.01)
+    model.gate.set()
+    for thread in [first, *rest]:
+        thread.join(20)
+        assert not thread.is_alive(), "a request of the failed batch was left waiting"
+    assert outcomes == dict.fromkeys(range(6), "model exploded")
+    assert model.calls == 2  # one failed pass for the first, one for the other five together
     batcher.close()
 
 
@@ -155,7 +187,13 @@ def test_cpu_turns_never_wait_when_the_model_does_not_hold_every_core():
     batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.01, exclusive=False)
     threading.Thread(target=lambda: batcher.embed(np.zeros((3, 8, 8), np.float32)), daemon=True).start()
     assert model.running.wait(10)
-    with batcher.cpu_turn():
-        pass  # would hang here if it waited for the pass
+    entered = threading.Event()
+
+    def decode() -> None:
+        with batcher.cpu_turn():
+            entered.set()
+
+    threading.Thread(target=decode, daemon=True).start()
+    assert entered.wait(5)  # while the pass still runs
     model.release.set()
     batcher.close()

@@ -77,7 +77,7 @@ def test_url_job_with_per_item_errors(client_for, catalogue):
         manifest = "factory_id,product_id,image\n" + "".join(f"{f},{p},{u}\n" for f, p, u in rows)
         client = client_for(url_allow_hosts=["127.0.0.1"], url_timeout_s=1.0, max_image_bytes=1_000_000)
         body = wait_for_job(client, post_job(client, manifest.encode(), "urls.csv").json()["id"])
-    assert (body["added"], body["failed"]) == (2, 7), body
+    assert (body["state"], body["done"], body["added"], body["failed"]) == ("done", 9, 2, 7), body
     reasons = {error["line"]: error["reason"] for error in body["errors"]}
     assert "HTTP 404" in reasons[4]
     assert "limit" in reasons[5]
@@ -102,6 +102,8 @@ def test_url_job_with_per_item_errors(client_for, catalogue):
         ),
         ({"manifest.csv": b"factory_id,product_id,image\n", "bomb.jpg": b"\0" * 20_000_000}, (), {}, "expands"),
         ({f"{i}.jpg": b"x" for i in range(6)}, (), {"max_zip_files": 5}, "6 files"),
+        ({"manifest.csv": b"factory_id,product_id,image\n", "c:evil.jpg": b"x"}, (), {}, "unsafe"),
+        ({"manifest.csv": b"factory_id,product_id,image\n", "C:/Windows/x.jpg": b"x"}, (), {}, "unsafe"),
         (
             {"manifest.csv": b"factory_id,product_id,image\n", "a.jpg": b"x" * 5000},
             (),
@@ -233,5 +235,17 @@ def test_manifest_parse_errors_are_job_items(client_for, catalogue):
     members = {"manifest.csv": "\n".join(lines).encode()}
     members.update({f"images/{p.name}": p.read_bytes() for p in (catalogue.parent / "images").iterdir()})
     body = wait_for_job(client, post_job(client, zip_of(members)).json()["id"])
-    assert (body["total"], body["added"], body["failed"]) == (29, 28, 1)
+    assert (body["state"], body["total"], body["done"], body["added"], body["failed"]) == ("done", 29, 29, 28, 1)
     assert body["errors"][0]["line"] == 3 and "product_id" in body["errors"][0]["reason"]
+
+
+def test_an_archive_at_the_member_limit_is_accepted(client_for, catalogue):
+    manifest = "factory_id,product_id,image\n" + "".join(f"F1,P{i},images/{i}.jpg\n" for i in range(4))
+    picture = (catalogue.parent / "images" / "F001-P001-1.jpg").read_bytes()
+    members = {"manifest.csv": manifest.encode(), **{f"images/{i}.jpg": picture for i in range(4)}}
+    members["images/"] = b""  # a directory entry is not a file and does not count
+    client = client_for(max_zip_files=5)
+    response = post_job(client, zip_of(members))
+    assert response.status_code == 202, response.text
+    body = wait_for_job(client, response.json()["id"])
+    assert (body["state"], body["total"], body["added"], body["failed"]) == ("done", 4, 4, 0)

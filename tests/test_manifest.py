@@ -8,6 +8,13 @@ from app.services.manifest import ManifestRow, RowError, parse_manifest, read_ma
 HEADER = "factory_id,factory_name,region,product_id,title,category,price,moq,image,colour\n"
 
 
+def test_zero_price_and_moq_of_one_are_valid():
+    (row,) = parse_manifest(HEADER + "F1,Acme,Yiwu,P1,Mug,mug,0,1,img/a.jpg,\n")
+    assert (row.price, row.moq, row.attributes) == (0.0, 1, {})
+    (row,) = parse_manifest(HEADER + "F1,Acme,Yiwu,P1,Mug,mug,0,2147483647,img/a.jpg,\n")
+    assert row.moq == 2**31 - 1
+
+
 def test_valid_row_and_extra_columns_become_attributes():
     (row,) = parse_manifest(HEADER + "F1,Acme,Yiwu,P1,Mug,mug,2.50,100,img/a.jpg,red\n")
     assert isinstance(row, ManifestRow)
@@ -22,6 +29,13 @@ def test_valid_row_and_extra_columns_become_attributes():
         ("F1,Acme,Yiwu,P1,Mug,mug,1,0,a.jpg,", "moq '0' is out of range"),
         ("F1,Acme,Yiwu,P1,Mug,mug,1,2.5,a.jpg,", "moq '2.5' is not a whole number"),
         ("F1,Acme,Yiwu,P1,Mug,mug,-3,,a.jpg,", "price '-3' is out of range"),
+        ("F1,Acme,Yiwu,P1,Mug,mug,nan,,a.jpg,", "price 'nan' is out of range"),
+        ("F1,Acme,Yiwu,P1,Mug,mug,NaN,,a.jpg,", "price 'NaN' is out of range"),
+        ("F1,Acme,Yiwu,P1,Mug,mug,inf,,a.jpg,", "price 'inf' is out of range"),
+        ("F1,Acme,Yiwu,P1,Mug,mug,1e999,,a.jpg,", "price '1e999' is out of range"),
+        ("F1,Acme,Yiwu,P1,Mug,mug,1,-1,a.jpg,", "moq '-1' is out of range"),
+        ("F1,Acme,Yiwu,P1,Mug,mug,1,1000000000000000000000000000000,a.jpg,", "is out of range"),
+        ("F1,Acme,Yiwu,P1,Mug,mug,1,2147483648,a.jpg,", "moq '2147483648' is out of range"),
         (",Acme,Yiwu,P1,Mug,mug,1,1,a.jpg,", "factory_id is empty"),
         ("F1,Acme,Yiwu,P 1/../x,Mug,mug,1,1,a.jpg,", "product_id"),
         ("F1,Acme,Yiwu,P1,Mug,mug,1,1,,", "image is empty"),

@@ -93,6 +93,8 @@ def test_crops_are_searched_only_when_the_photo_alone_finds_no_confident_match(c
     assert unclear["confident_match"] is False and unclear["timings_ms"]["passes"] == 2
     # Then its trimmed subject and centre, together in a second forward pass.
     assert embedded() == (images + 4, batches + 3)
+    plain = search(client, padded, include_weak="true", auto_crop="false").json()
+    assert "passes" not in plain["timings_ms"] and embedded() == (images + 5, batches + 4)  # the photo alone
 
 
 def test_only_a_clear_top_match_settles_a_search_without_crops():

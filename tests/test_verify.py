@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 from app.evaluation import TRANSFORMS
 from app.sample_catalogue import Design, factory_palette, render_product
 from app.services import verify as verify_module
-from app.services.crops import parse_bbox, query_crops, subject_box
+from app.services.crops import deskewed, parse_bbox, query_crops, subject_box
 from app.services.errors import InvalidInputError
 from app.services.verify import RATIO, QueryFeatures, extract, verify
 from index import FaissIndex
@@ -135,3 +135,66 @@ def test_filtered_index_search_returns_only_allowed_ids(tmp_path, kind):
     assert set(ids[0][ids[0] >= 0].tolist()) == set(allowed.tolist())  # few allowed: all found, even in IVF
     assert ids[0][0] == 1500 and scores[0][0] == pytest.approx(1.0, abs=0.02)
     assert index.search(vectors[0], 5, np.array([], dtype=np.int64))[1].shape == (1, 0)
+
+
+def verification(inliers: int = 40, agreement: float = 0.95, region=(0.1, 0.1, 0.9, 0.9), colour: float = 5.0):
+    return verify_module.Verification(inliers, inliers + 10, region, False, agreement, colour)
+
+
+@pytest.mark.parametrize(
+    ("changes", "identical"),
+    [
+        ({}, True),
+        ({"inliers": 12, "colour": 25.0}, True),  # the least evidence that still proves a same-coloured copy
+        ({"inliers": 11}, False),  # too few consistent matches to trust the alignment
+        ({"agreement": 0.85}, True),
+        ({"agreement": 0.849}, False),  # aligned pixels disagree: patterns that merely line up
+        ({"region": (0.1, 0.1, 0.25, 0.9)}, True),  # a matched region 15% wide is enough
+        ({"region": (0.1, 0.1, 0.249, 0.9)}, False),  # a handle or a logo alone is a part, not the product
+        ({"region": (0.1, 0.1, 0.9, 0.24)}, False),
+        ({"region": None}, False),
+        ({"inliers": 39, "colour": 25.1}, False),  # another colour of the same mould, on thin evidence
+        ({"inliers": 40, "colour": 80.0}, True),  # a recoloured copy of the photo, on ample evidence
+    ],
+)
+def test_what_identical_requires(changes, identical):
+    assert verification(**changes).identical is identical
+
+
+def test_verified_means_enough_consistent_inliers():
+    assert verification(inliers=12).verified and not verification(inliers=11).verified
+
+
+def test_the_colour_distance_sees_a_recolouring():
+    """Measured inside the matched region of the aligned pixels: small for a copy, large for a recolouring."""
+    product = PRODUCTS[0]
+    recoloured = TRANSFORMS["colour"](product, random.Random(5))
+    same = check(product.resize((300, 300)), product)
+    other = check(recoloured, product)
+    assert same.identical and same.colour_distance < 10
+    assert other.colour_distance > same.colour_distance + 10
+
+
+def tilted(image: Image.Image, angle: float, fill=(255, 255, 255)) -> Image.Image:
+    return image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
+
+
+@pytest.mark.parametrize("angle", [-20, -8, 6, 15, 30])
+def test_a_photo_pasted_at_a_tilt_is_turned_straight(angle):
+    photo = PRODUCTS[2].resize((240, 200))
+    straight = deskewed(tilted(photo, angle))
+    assert straight is not None
+    assert abs(straight.width - photo.width) <= 6 and abs(straight.height - photo.height) <= 6
+    a = np.asarray(straight.resize(photo.size).convert("L"), np.float32)
+    b = np.asarray(photo.convert("L"), np.float32)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9  # upright again, not turned further
+
+
+def test_only_tilted_rectangles_on_a_plain_fill_are_deskewed():
+    photo = PRODUCTS[2].resize((240, 200))
+    assert deskewed(photo) is None  # upright already
+    assert deskewed(tilted(photo, 2)) is None  # below the smallest tilt worth a crop
+    noisy = tilted(photo, 15)
+    noisy.putpixel((0, 0), (0, 0, 0))  # corners of different colours: not a pasted photo
+    assert deskewed(noisy) is None
+    assert len(query_crops(tilted(photo, 15), auto_crop=True)) == 4  # photo, straightened, subject, centre

@@ -3,7 +3,6 @@
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api.limits import BodyTooLarge
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from app.services.fetch import FetchError
 from embeddings import ImageTooLarge, NotAnImage, TextNotSupported
@@ -17,7 +16,6 @@ STATUS = {
     NotAnImage: 422,
     FetchError: 422,
     TextNotSupported: 400,
-    BodyTooLarge: 413,
 }
 
 

@@ -1,27 +1,37 @@
 """Refuse oversized request bodies before they are read, parsed or spooled to disk."""
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    """A body without a declared length grew past the limit while being read (mapped to 413)."""
+class BodyTooLarge(HTTPException):
+    """A body without a declared length grew past the limit while being read. An HTTPException, because
+    FastAPI turns any other error raised while it parses a body into a 400."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body is larger than the {max_bytes:,}-byte limit")
 
 
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, limits: dict[str, int]) -> None:
-        """`limits` maps path prefixes to byte limits; the longest matching prefix wins ("" matches all)."""
+        """`limits` maps path prefixes to byte limits; the longest prefix that the path equals or continues
+        with a "/" wins ("" matches all)."""
         self.app = app
         self.limits = sorted(limits.items(), key=lambda item: -len(item[0]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            max_bytes = next(limit for prefix, limit in self.limits if scope["path"].startswith(prefix))
+            max_bytes = next(limit for prefix, limit in self.limits if _under(scope["path"], prefix))
             length = dict(scope["headers"]).get(b"content-length", b"")
             if length.isdigit() and int(length) > max_bytes:
                 await _too_large(send, max_bytes)
                 return
             receive = _capped(receive, max_bytes)
         await self.app(scope, receive, send)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
 def _capped(receive: Receive, max_bytes: int) -> Receive:
@@ -32,7 +42,7 @@ def _capped(receive: Receive, max_bytes: int) -> Receive:
         message = await receive()
         seen += len(message.get("body", b""))
         if seen > max_bytes:  # a chunked body that did not declare its length
-            raise BodyTooLarge(f"request body is larger than the {max_bytes:,}-byte limit")
+            raise BodyTooLarge(max_bytes)
         return message
 
     return capped

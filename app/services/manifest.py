@@ -6,6 +6,7 @@ relative to the CSV or an http(s) URL; any other column becomes a product attrib
 
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ KNOWN_COLUMNS = ("factory_id", "factory_name", "region", "product_id", "title", 
 REQUIRED_COLUMNS = ("factory_id", "product_id", "image")
 _ID = re.compile(ID_PATTERN)
 MAX_FIELD = 2048
+MAX_INT = 2**31 - 1  # the database's INTEGER column
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def _number(text: str, name: str, kind: type) -> Any:
         value = kind(text)
     except ValueError:
         raise ValueError(f"{name} {text!r} is not {'a whole number' if kind is int else 'a number'}") from None
-    if value < 0 or (kind is int and value < 1) or value != value:
+    in_range = 1 <= value <= MAX_INT if kind is int else math.isfinite(value) and value >= 0
+    if not in_range:
         raise ValueError(f"{name} {text!r} is out of range")
     return value
