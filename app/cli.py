@@ -5,8 +5,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from app.config import Settings
+from app.core.config import Settings
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from app.bootstrap import Services
 
 log = logging.getLogger("sourcelens")
 
@@ -19,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args, settings)
     except Exception as exc:  # a clean message for expected failures; the trace only with --debug
-        from app.services.errors import ServiceError
+        from app.core.errors import ServiceError
         from embeddings import ImageError, ModelLoadError
         from index import IndexMismatchError
 
@@ -70,24 +76,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**{name: value for name, value in overrides.items() if value is not None})
 
 
-def _progress_bar(total: int, unit: str):
+def _progress_bar(total: int, unit: str) -> "tqdm[Any]":
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, disable=not sys.stderr.isatty(), file=sys.stderr)
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from app.runtime import Runtime
-    from app.services.ingest import ingest_manifest
-    from app.services.manifest import read_manifest
+    from app.bootstrap import build_services
+    from app.ingest.manifest import read_manifest
 
     total = len(read_manifest(args.manifest))  # a bad header fails before the model loads
-    runtime = Runtime.start(settings)
+    services = build_services(settings)
     try:
         with _progress_bar(total, "img") as bar:
-            report = ingest_manifest(runtime, args.manifest, bar.update)
+            report = services.ingest.ingest_manifest(args.manifest, bar.update)
     finally:
-        runtime.close()
+        services.close()
     for error in report.errors:
         print(f"line {error.line}: {error.image}: {error.reason}", file=sys.stderr)
     print(report.summary())
@@ -95,20 +100,18 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from app.runtime import Runtime
-    from app.services.search import search
-    from app.services.search_options import QueryPhoto, SearchOptions
-    from app.views import search_read
+    from app.api.mapping import search_read
+    from app.bootstrap import build_services
+    from app.search.options import QueryPhoto, SearchOptions
 
     photo = QueryPhoto(args.photo.read_bytes(), args.bbox)
     top_k = settings.default_top_k if args.top_k is None else args.top_k
     options = SearchOptions(top_k=top_k, include_weak=args.include_weak)
-    runtime = Runtime.start(settings)
+    services = build_services(settings)
     try:
-        with runtime.sessions() as session:
-            body = search_read(search(session, runtime, [photo], None, options))
+        body = search_read(services.search.run([photo], None, options))
     finally:
-        runtime.close()
+        services.close()
     if args.json:
         print(json.dumps(body.model_dump(), indent=2))
         return 0
@@ -121,52 +124,49 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings, runtime=None) -> int:
+def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services | None" = None) -> int:
     import uvicorn
 
     from app.main import create_app
 
-    uvicorn.run(create_app(settings, runtime), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings, services), host=settings.host, port=settings.port, log_level="info")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from app.demo import demo_catalogue, demo_embedder
-    from app.runtime import Runtime
-    from app.services.ingest import ingest_manifest
+    from app.bootstrap import build_services
+    from app.demo import demo_catalogue, demo_model
 
     manifest = demo_catalogue(settings)
-    embedder = demo_embedder(settings, model_given=settings.model is not None)
-    runtime = Runtime.start(settings, embedder)
-    report = ingest_manifest(runtime, manifest)
-    print(f"sample catalogue: {report.summary()}")
-    if args.no_serve:
-        runtime.close()
-        return 0
-    print(f"SourceLens demo: open http://{settings.host}:{settings.port}/ (API docs at /docs)")
-    return cmd_serve(args, settings, runtime)
+    services = build_services(settings, demo_model(settings, model_given=settings.model is not None))
+    try:
+        report = services.ingest.ingest_manifest(manifest)
+        print(f"sample catalogue: {report.summary()}")
+        if args.no_serve:
+            return 0
+        print(f"SourceLens demo: open http://{settings.host}:{settings.port}/ (API docs at /docs)")
+        return cmd_serve(args, settings, services)
+    finally:
+        services.close()
 
 
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
-    from app.db import create_tables, make_engine, make_session_factory
-    from app.services.media import MediaStore
-    from app.services.reindex import count_images, rebuild_index, reembed
-    from embeddings import load_embedder
+    import app.catalog.models  # noqa: F401  (its tables)
+    from app.bootstrap import load_model
+    from app.catalog.media import MediaStore
+    from app.catalog.reindex import count_images, rebuild_index, reembed
+    from app.core.db import create_tables, make_engine, make_session_factory
 
     settings.ensure_dirs()
     engine = make_engine(settings.resolved_database_url)
     create_tables(engine)
     sessions = make_session_factory(engine)
-    embedder = load_embedder(
-        settings.resolved_model,
-        precision=settings.precision,
-        cache_dir=settings.model_cache_dir,
-        batch_size=settings.embed_batch_size,
-    )
+    model = load_model(settings)
     with sessions() as session, _progress_bar(count_images(session), "img") as bar:
-        done = reembed(sessions, embedder, MediaStore(settings.media_dir), bar.update, force=args.force)
-    index = rebuild_index(sessions, embedder, settings.index_dir, settings.index, settings.index_ivf_threshold)
-    print(f"re-embedded {done} images with {embedder.name}; the index holds {len(index)} vectors ({index.describe()})")
+        done = reembed(sessions, model, MediaStore(settings.media_dir), bar.update, force=args.force)
+    index = rebuild_index(sessions, model, settings.index_dir, settings.index, settings.index_ivf_threshold)
+    engine.dispose()
+    print(f"re-embedded {done} images with {model.name}; the index holds {len(index)} vectors ({index.describe()})")
     return 0
 
 

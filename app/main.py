@@ -1,6 +1,5 @@
-"""The FastAPI application: routes, error mapping, the web page, and the runtime made in the lifespan."""
+"""The FastAPI application: middleware, routes, error mapping and the web page; services built in the lifespan."""
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,37 +9,47 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from app.api import factories, health, images, ingest_jobs, products, search
+from app.api.deps import AppState
 from app.api.errors import install_error_handlers
-from app.api.limits import AnnounceSearches, BodySizeLimit
-from app.config import Settings
-from app.runtime import Runtime
-from app.services import jobs
-from app.services.job_runner import JobRunner
-
-log = logging.getLogger(__name__)
+from app.api.middleware import AdmitSearches, BodySizeLimit
+from app.api.routes import factories, health, images, ingest_jobs, products, search
+from app.bootstrap import Services, build_services, make_scheduler
+from app.core.config import Settings
 
 WEB_DIR = Path(__file__).parent / "web"
+MULTIPART_SLACK = 65536  # a body's framing around the file it carries
+SEARCH_PATH = "/api/v1/search"
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """The app for `settings`. With `services` (tests, the demo), those are served as they are and left open at
+    shutdown; otherwise the lifespan builds them, off the event loop, and closes them."""
+    settings = services.settings if services else (settings or Settings())
+    scheduler = services.scheduler if services else make_scheduler(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The model is loaded once, here, off the event loop.
-        app.state.runtime = runtime or await run_in_threadpool(Runtime.start, settings)
-        app.state.runtime.preload_index()
-        app.state.job_runner = await run_in_threadpool(start_job_runner, app.state.runtime)
-        yield
-        await run_in_threadpool(app.state.job_runner.stop)
-        await run_in_threadpool(app.state.runtime.close)
+    async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
+        built = services if services is not None else await run_in_threadpool(build_services, settings, None, scheduler)
+        if settings.index_preload:
+            built.keeper.preload_in_background()
+        built.runner.start(requeue_interrupted=built.engine.dialect.name == "sqlite")
+        yield AppState(
+            settings=settings,
+            search=built.search,
+            catalog=built.catalog,
+            jobs=built.jobs,
+            intake=built.intake,
+            scheduler=built.scheduler,
+        )
+        await run_in_threadpool(built.runner.stop)
+        if services is None:
+            await run_in_threadpool(built.close)
 
     app = FastAPI(
         title="SourceLens", version="0.1.0", lifespan=lifespan, description="Find the factory behind a product photo."
     )
     app.add_middleware(BodySizeLimit, limits=body_limits(settings))
-    app.add_middleware(AnnounceSearches, path="/api/v1/search")
+    app.add_middleware(AdmitSearches, scheduler=scheduler, path=SEARCH_PATH)
     install_error_handlers(app)
     for module in (search, factories, products, images, ingest_jobs, health):
         app.include_router(module.router)
@@ -50,17 +59,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
 
 def body_limits(settings: Settings) -> dict[str, int]:
-    """Largest request body per path prefix ("" for every other path); multipart framing gets 64 KiB."""
-    return {"/api/v1/ingest-jobs": settings.max_job_upload_bytes + 65536, "": settings.max_upload_bytes + 65536}
-
-
-def start_job_runner(runtime: Runtime) -> JobRunner:
-    settings = runtime.settings
-    if runtime.engine.dialect.name == "sqlite":
-        # SQLite means one embedded server: a job still marked running was cut off by a crash.
-        with runtime.sessions() as session:
-            if count := jobs.requeue_running(session):
-                log.warning("%d ingest job(s) interrupted by a restart will resume", count)
-    runner = JobRunner(runtime, poll_s=settings.job_poll_s, stale_after_s=settings.job_stale_after_s)
-    runner.start()
-    return runner
+    """Largest request body per path prefix ("" for every other path)."""
+    return {
+        "/api/v1/ingest-jobs": settings.max_job_upload_bytes + MULTIPART_SLACK,
+        "": settings.max_upload_bytes + MULTIPART_SLACK,
+    }

@@ -41,9 +41,9 @@ class Preprocess:
         left = round((new_size[0] - self.size) / 2.0)
         top = round((new_size[1] - self.size) / 2.0)
         cropped = resized.crop((left, top, left + self.size, top + self.size))
-        pixels = np.asarray(cropped, dtype=np.float32) / 255.0
-        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        pixels = np.asarray(cropped, dtype=np.float32) / np.float32(255.0)
+        normalised = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
 class Embedder(ABC):

@@ -37,6 +37,18 @@ class LoadedImage:
     format: str
 
 
+@dataclass(frozen=True)
+class ImageDecoder:
+    """`load_image` under fixed limits: what every path that embeds untrusted bytes must use."""
+
+    max_bytes: int
+    max_pixels: int
+    side: int | None = 320  # decode and keep the shorter side at about this size
+
+    def decode(self, data: bytes) -> LoadedImage:
+        return load_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels, max_side=self.side)
+
+
 def load_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = 320) -> LoadedImage:
     """Decode to RGB; with max_side, the shorter side is reduced to max_side (never enlarged)."""
     if len(data) == 0:
@@ -114,6 +126,6 @@ def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
     # Pillow's convert("L") clips 16-bit values at 255 (a white picture); scale the range instead.
     wide = image.convert("I")
     _, hi = wide.getextrema()
-    top = 65535 if hi > 255 else 255
+    top = 65535 if float(hi) > 255 else 255  # type: ignore[arg-type]  # one band: a (low, high) pair of numbers
     scaled = wide.point(lambda v: v * 255 / top) if top != 255 else wide
     return scaled.convert("L").convert("RGB")

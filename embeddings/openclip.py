@@ -1,8 +1,9 @@
 """open_clip image (and text) towers: hub tags, local checkpoints, or random weights for tests."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -22,7 +23,10 @@ class ModelLoadError(RuntimeError):
 
 
 class OpenClipEmbedder(Embedder):
-    def __init__(self, name: str, model: torch.nn.Module, tokenizer) -> None:
+    # open_clip's CLIP model: its visual tower and encoders are attributes torch.nn.Module types as Any.
+    module: Any
+
+    def __init__(self, name: str, model: Any, tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
         cfg = model.visual.preprocess_cfg
         size = cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"]
         super().__init__(model, Preprocess(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"])))

@@ -1,4 +1,4 @@
-"""Vector index backends behind one interface."""
+"""Vector indexes behind one interface (base.py): FAISS today. Imports nothing from app or embeddings."""
 
 from pathlib import Path
 

@@ -44,6 +44,10 @@ class VectorIndex(ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
+    @abstractmethod
+    def describe(self) -> str:
+        """The index's kind and parameters, for people."""
+
     def preload(self) -> bool:
         """Bring a lazily opened index fully into memory (may take seconds; searches go on). Returns whether
         it changed anything."""

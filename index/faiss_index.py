@@ -227,8 +227,8 @@ class FaissIndex(VectorIndex):
             new = kinds.train_ivf_sq8(vectors, self.dim, len(ids))
             _upsert(new, np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(vectors, np.float32))
             with self._lock.write():
-                for op, logged_ids, logged_vectors in self._log:
-                    if op == "upsert":
+                for op, logged_ids, logged_vectors in self._log or []:
+                    if op == "upsert" and logged_vectors is not None:
                         _upsert(new, logged_ids, logged_vectors)
                     else:
                         kinds.remove(new, logged_ids)

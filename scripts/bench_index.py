@@ -18,7 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from app.cores import usable_cores
+from app.core.cores import usable_cores
 from index import FaissIndex
 
 

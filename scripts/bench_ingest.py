@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.config import Settings
-from app.cores import usable_cores
-from app.runtime import Runtime
-from app.sample_catalogue import write_catalogue
-from app.services.ingest import ingest_manifest
+from app.bootstrap import build_services
+from app.core.config import Settings
+from app.core.cores import usable_cores
+from app.demo.sample_catalogue import write_catalogue
 from embeddings import load_embedder
 from embeddings.loader import load_image
 
@@ -92,11 +91,11 @@ def main() -> None:
 
     data_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
     settings = Settings(data_dir=data_dir, model=args.model, precision=args.precision, embed_batch_size=args.batch)
-    runtime = Runtime.start(settings, embedder)
+    services = build_services(settings, embedder)
     started = time.perf_counter()
-    report = ingest_manifest(runtime, manifest)
+    report = services.ingest.ingest_manifest(manifest)
     ingest = report.added / (time.perf_counter() - started)
-    runtime.close()
+    services.close()
 
     stages = " ".join(f"{name}={seconds:.0f}s" for name, seconds in report.stage_seconds.items())
     cosine = f"{embedder.bf16_cosine:.5f}" if embedder.bf16_cosine else "n/a"

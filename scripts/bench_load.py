@@ -20,11 +20,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.config import Settings
-from app.cores import usable_cores
-from app.runtime import Runtime
-from app.sample_catalogue import write_catalogue
-from app.services.ingest import ingest_manifest
+from app.bootstrap import build_services
+from app.core.config import Settings
+from app.core.cores import usable_cores
+from app.demo.sample_catalogue import write_catalogue
 from embeddings import load_embedder
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -44,9 +43,9 @@ def bare_batched_rate(spec: str, batch: int) -> tuple[float, str]:
 def prepare(workdir: Path, spec: str) -> tuple[Path, list[bytes]]:
     data_dir = workdir / "data"
     manifest = write_catalogue(workdir / "catalogue", factories=6, products_per_factory=6, size=640)
-    runtime = Runtime.start(Settings(data_dir=data_dir, model=spec))
-    ingest_manifest(runtime, manifest)
-    runtime.close()
+    services = build_services(Settings(data_dir=data_dir, model=spec))
+    services.ingest.ingest_manifest(manifest)
+    services.close()
     photos = []
     for path in sorted((manifest.parent / "images").glob("*.jpg"))[:16]:  # competitor-like: resized, recompressed
         buffer = io.BytesIO()

@@ -24,15 +24,14 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import insert
 
-from app.config import Settings
-from app.cores import usable_cores
-from app.db import create_tables, make_engine
-from app.evaluation import competitor_photo
-from app.models import Factory, Product
-from app.models import Image as ImageRow
-from app.runtime import Runtime
-from app.sample_catalogue import Design, factory_palette, render_product, write_catalogue
-from app.services.ingest import ingest_manifest
+from app.bootstrap import build_services
+from app.catalog.models import Factory, Product
+from app.catalog.models import Image as ImageRow
+from app.core.config import Settings
+from app.core.cores import usable_cores
+from app.core.db import create_tables, make_engine
+from app.demo.evaluation import competitor_photo
+from app.demo.sample_catalogue import Design, factory_palette, render_product, write_catalogue
 from embeddings import Embedder, load_embedder
 from index import FaissIndex
 
@@ -91,13 +90,13 @@ def add_real_products(data_dir: Path, spec: str) -> Path:
     manifest = write_catalogue(data_dir.parent / "real-catalogue", factories=4, products_per_factory=5, size=640)
     marker = data_dir / "real-products-added"
     if not marker.exists():
-        runtime = Runtime.start(Settings(data_dir=data_dir, model=spec))
+        services = build_services(Settings(data_dir=data_dir, model=spec))
         try:
-            report = ingest_manifest(runtime, manifest)
+            report = services.ingest.ingest_manifest(manifest)
             if report.failed:
                 raise SystemExit(f"ingesting the real products failed: {report.summary()}")
         finally:
-            runtime.close()
+            services.close()
         marker.touch()
     return manifest.parent / "images" / "F002-P003-1.jpg"
 

@@ -19,12 +19,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.config import Settings
-from app.cores import usable_cores
-from app.evaluation import TRANSFORMS, Evaluation, catalogue_queries, evaluate, split_manifest
-from app.runtime import Runtime
-from app.sample_catalogue import write_catalogue
-from app.services.ingest import ingest_manifest
+from app.bootstrap import build_services
+from app.core.config import Settings
+from app.core.cores import usable_cores
+from app.demo.evaluation import TRANSFORMS, Evaluation, Searcher, catalogue_queries, evaluate, split_manifest
+from app.demo.sample_catalogue import write_catalogue
+from embeddings import Embedder
 
 
 def main() -> int:
@@ -34,17 +34,16 @@ def main() -> int:
     data_dir = args.data_dir or Path(tempfile.gettempdir()) / f"sourcelens-eval-{key}"
     indexed, unrelated = split_manifest(manifest, data_dir / "indexed.csv", args.holdout, args.seed)
     settings = Settings(data_dir=data_dir, model=args.model, embed_batch_size=32)
-    runtime = Runtime.start(settings)
+    services = build_services(settings)
     try:
-        if not len(runtime.index):  # a data directory from an earlier run is reused as it is
-            print(f"catalogue: {ingest_manifest(runtime, indexed).summary()}", file=sys.stderr)
-            runtime.flush()
-        print(f"index: {len(runtime.index)} images, {runtime.index.describe()}", file=sys.stderr)
+        if not len(services.index):  # a data directory from an earlier run is reused as it is
+            print(f"catalogue: {services.ingest.ingest_manifest(indexed).summary()}", file=sys.stderr)
+        print(f"index: {len(services.index)} images, {services.index.describe()}", file=sys.stderr)
         queries = catalogue_queries(indexed, args.queries, args.seed)
-        result = evaluate(runtime, queries, unrelated, args.transforms, args.seed)
+        result = evaluate(Searcher(services.search, services.sessions), queries, unrelated, args.transforms, args.seed)
     finally:
-        runtime.close()
-    print_report(result, args, runtime, len(queries), len(unrelated))
+        services.close()
+    print_report(result, services.model, len(queries), len(unrelated))
     return 0
 
 
@@ -58,8 +57,8 @@ def sample_manifest(spec: str) -> Path:
     return manifest
 
 
-def print_report(result: Evaluation, args: argparse.Namespace, runtime: Runtime, queries: int, held: int) -> None:
-    print(f"model {runtime.embedder.name} ({runtime.embedder.precision}); {queries} products queried per transform")
+def print_report(result: Evaluation, model: Embedder, queries: int, held: int) -> None:
+    print(f"model {model.name} ({model.precision}); {queries} products queried per transform")
     header = ("transform", "queries", "factory top-1", "factory R@5", "image R@10", "confident")
     print("{:<12} {:>7} {:>13} {:>11} {:>10} {:>9}".format(*header))
     for name, count, top1, recall5, image10, confident in result.rows():

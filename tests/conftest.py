@@ -1,6 +1,14 @@
-"""Shared fixtures: small real models, catalogues drawn by the tests, isolated data directories."""
+"""Shared fixtures: small real models, catalogues drawn by the tests, isolated data directories, services that
+are closed after each test, and a database session whose work is rolled back.
+
+tests/unit: no HTTP, no subprocess. tests/api: the app through TestClient, lifespan included.
+tests/process: subprocesses (CLI, kill -9, memory, scripts, linters), marked `process`.
+"""
 
 import os
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -8,12 +16,18 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a model hub
 
-from app.config import Settings
-from app.runtime import Runtime
-from app.sample_catalogue import write_catalogue
+from sqlalchemy import Connection, create_engine, make_url, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.bootstrap import Services, build_services
+from app.core.config import Settings
+from app.core.db import create_tables, make_engine
+from app.demo.sample_catalogue import write_catalogue
 from embeddings import Embedder, load_embedder
 
 TINY_MODEL = "openclip:sourcelens-tiny:random"
+BACKGROUND_THREADS = ("index-rebuild", "index-preload")
+POSTGRES_URL = os.environ.get("SOURCELENS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
@@ -40,30 +54,38 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def make_runtime(settings: Settings) -> Iterator[Callable[..., Runtime]]:
-    started: list[Runtime] = []
+def make_services(settings: Settings) -> Iterator[Callable[..., Services]]:
+    """Builds services on the test's data directory (settings overridable); closes them afterwards, threads and
+    connections included."""
+    started: list[Services] = []
 
-    def start(embedder: Embedder, **overrides: object) -> Runtime:
-        runtime_settings = settings.model_copy(update={"model": embedder.name, **overrides})
-        runtime = Runtime.start(runtime_settings, embedder)
-        started.append(runtime)
-        return runtime
+    def start(model: Embedder, **overrides: object) -> Services:
+        services = build_services(settings.model_copy(update={"model": model.name, **overrides}), model)
+        started.append(services)
+        return services
 
     yield start
-    for runtime in started:
-        runtime.engine.dispose()
+    for services in started:
+        services.close()
 
 
-POSTGRES_URL = os.environ.get("SOURCELENS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+@pytest.fixture(autouse=True, scope="module")
+def no_leaked_threads() -> Iterator[None]:
+    """A test module, its module-wide services included, leaves no thread running, but for the index's
+    background rebuild and preload, which a process may abandon at exit."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and not t.name.startswith(BACKGROUND_THREADS)]
+    deadline = time.monotonic() + 5
+    for thread in leaked:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"threads left running: {still}"
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database on the real PostgreSQL server, dropped afterwards. CI must have the server."""
-    import uuid
-
-    from sqlalchemy import create_engine, make_url, text
-
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     name = f"sourcelens_test_{uuid.uuid4().hex[:10]}"
     try:
@@ -83,22 +105,26 @@ def postgres_url() -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'catalogue.db'}"
-    return request.getfixturevalue("postgres_url")
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
-def db_session(database_url: str) -> Iterator:
-    """A session inside a transaction that is rolled back after the test: services may commit freely."""
-    from sqlalchemy.orm import Session
-
-    from app.db import create_tables, make_engine
+def db_connection(database_url: str) -> Iterator[Connection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    import app.catalog.models
+    import app.ingest.models  # noqa: F401
 
     engine = make_engine(database_url)
     create_tables(engine)
     with engine.connect() as connection:
         transaction = connection.begin()
-        session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
-        yield session
-        session.close()
+        yield connection
         transaction.rollback()
     engine.dispose()
+
+
+@pytest.fixture
+def rolled_back_sessions(db_connection: Connection) -> sessionmaker[Session]:
+    """Sessions for services under test: each commit is a savepoint of the test's transaction, so services
+    commit freely and the test leaves nothing behind (Netflix Dispatch's pattern)."""
+    return sessionmaker(bind=db_connection, join_transaction_mode="create_savepoint", expire_on_commit=False)

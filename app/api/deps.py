@@ -1,36 +1,64 @@
-"""Dependency aliases for route signatures."""
+"""What routes depend on, as `Annotated` aliases. The services live in the lifespan's state (main.py)."""
 
-from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Query, Request
-from sqlalchemy.orm import Session
 
-from app.runtime import Runtime
-from app.services.job_runner import JobRunner
-
-
-def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+from app.catalog.service import CatalogService
+from app.core.config import Settings
+from app.ingest.intake import UploadIntake
+from app.ingest.jobs import JobStore
+from app.search.pipeline import SearchService
+from embeddings import ModelScheduler, Ticket
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    with runtime.sessions() as session:
-        yield session
+class AppState(TypedDict):
+    """The lifespan's state: what requests may use."""
+
+    settings: Settings
+    search: SearchService
+    catalog: CatalogService
+    jobs: JobStore
+    intake: UploadIntake
+    scheduler: ModelScheduler
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+def get_settings(request: Request) -> Settings:
+    return request.state.settings
 
 
-def get_job_runner(request: Request) -> JobRunner:
-    return request.app.state.job_runner
+def get_search(request: Request) -> SearchService:
+    return request.state.search
 
 
-JobRunnerDep = Annotated[JobRunner, Depends(get_job_runner)]
+def get_catalog(request: Request) -> CatalogService:
+    return request.state.catalog
 
+
+def get_jobs(request: Request) -> JobStore:
+    return request.state.jobs
+
+
+def get_intake(request: Request) -> UploadIntake:
+    return request.state.intake
+
+
+def get_scheduler(request: Request) -> ModelScheduler:
+    return request.state.scheduler
+
+
+def get_ticket(request: Request) -> Ticket | None:
+    """The search's place with the scheduler, taken by the middleware when the request arrived."""
+    return getattr(request.state, "ticket", None)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SearchDep = Annotated[SearchService, Depends(get_search)]
+CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+IntakeDep = Annotated[UploadIntake, Depends(get_intake)]
+SchedulerDep = Annotated[ModelScheduler, Depends(get_scheduler)]
+TicketDep = Annotated[Ticket | None, Depends(get_ticket)]
 
 # Paging parameters shared by the list endpoints.
 Offset = Annotated[int, Query(ge=0, description="How many rows to skip.")]

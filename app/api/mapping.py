@@ -1,0 +1,126 @@
+"""Domain results to wire schemas; shared by the HTTP API and `sourcelens search --json`."""
+
+from app.api.schemas import (
+    EvidenceRead,
+    FactoryMatchRead,
+    FactoryRead,
+    ImageRead,
+    IngestJobRead,
+    ItemErrorRead,
+    MatchRead,
+    ProductRead,
+    SearchRead,
+)
+from app.catalog.types import FactoryInfo, ImageInfo, ProductInfo
+from app.ingest.jobs import IngestReport
+from app.search.pipeline import SearchResult
+from app.search.scoring import FactoryScore, Hit
+
+API = "/api/v1"
+NO_CONFIDENT_MATCH = (
+    "No confident match: no catalogue image is the same photo or a near-duplicate. "
+    "Send include_weak=true to list the closest candidates anyway."
+)
+
+
+def image_url(image_id: int) -> str:
+    return f"{API}/images/{image_id}/file"
+
+
+def factory_read(factory: FactoryInfo) -> FactoryRead:
+    return FactoryRead.model_validate(factory, from_attributes=True)
+
+
+def product_read(product: ProductInfo) -> ProductRead:
+    return ProductRead.model_validate(product, from_attributes=True)
+
+
+def image_read(image: ImageInfo) -> ImageRead:
+    return ImageRead(
+        id=image.id,
+        product_id=image.product_id,
+        content_hash=image.content_hash,
+        source=image.source,
+        width=image.width,
+        height=image.height,
+        created_at=image.created_at,
+        url=image_url(image.id),
+    )
+
+
+def search_read(result: SearchResult, offset: int = 0) -> SearchRead:
+    factories = [_factory_match_read(result, ranked) for ranked in result.factories]
+    message = _empty_message(result, offset) if not factories else None
+    return SearchRead(
+        confident_match=result.confident_match,
+        message=message,
+        total=result.total,
+        offset=offset,
+        factories=factories,
+        took_ms=round(result.took_ms, 1),
+        timings_ms=result.timings_ms,
+    )
+
+
+def _empty_message(result: SearchResult, offset: int) -> str:
+    if result.total:
+        return f"No factories beyond offset {offset}: {result.total} found in all."
+    if result.gated and not result.confident_match:
+        return NO_CONFIDENT_MATCH
+    return "Nothing in the catalogue matched; check the filters."
+
+
+def _factory_match_read(result: SearchResult, ranked: FactoryScore) -> FactoryMatchRead:
+    factory = result.factory_rows[ranked.factory_id]
+    return FactoryMatchRead(
+        factory_id=factory.id,
+        name=factory.name,
+        region=factory.region,
+        score=round(ranked.score, 4),
+        match_level=ranked.matches[0].level,
+        confident=ranked.confident,
+        matches=[_match_read(result.product_rows[hit.product_id], hit) for hit in ranked.matches],
+    )
+
+
+def _match_read(product: ProductInfo, hit: Hit) -> MatchRead:
+    check = hit.verification
+    evidence = None
+    if check is not None:
+        evidence = EvidenceRead(
+            inliers=check.inliers, agreement=check.agreement, region=check.region, mirrored=check.mirrored
+        )
+    return MatchRead(
+        product_id=hit.product_id,
+        image_id=hit.image_id,
+        score=round(hit.rank_score, 4),
+        similarity=round(hit.similarity, 4),
+        match_level=hit.level,
+        evidence=evidence,
+        title=product.title,
+        category=product.category,
+        price=product.price,
+        moq=product.moq,
+        image_url=image_url(hit.image_id),
+    )
+
+
+def job_read(report: IngestReport) -> IngestJobRead:
+    return IngestJobRead(
+        id=report.job_id,
+        state=report.state,
+        source=report.source,
+        total=report.total,
+        done=report.done,
+        added=report.added,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        failed=report.failed,
+        images_per_s=round(report.images_per_s, 2),
+        items_per_s=round(report.items_per_s, 2),
+        stage_seconds={name: round(seconds, 3) for name, seconds in report.stage_seconds.items()},
+        errors=[ItemErrorRead(line=e.line, image=e.image, reason=e.reason) for e in report.errors],
+        error=report.error,
+        created_at=report.created_at,
+        finished_at=report.finished_at,
+    )

@@ -1,0 +1,81 @@
+"""ASGI middleware: request-body caps per path, and admission of searches to the model scheduler."""
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embeddings import ModelScheduler
+
+
+class BodyTooLarge(HTTPException):
+    """A body without a declared length grew past the limit while being read. An HTTPException, because
+    FastAPI turns any other error raised while it parses a body into a 400."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body is larger than the {max_bytes:,}-byte limit")
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, limits: dict[str, int]) -> None:
+        """`limits` maps path prefixes to byte limits; the longest prefix that the path equals or continues
+        with a "/" wins ("" matches all)."""
+        self.app = app
+        self.limits = sorted(limits.items(), key=lambda item: -len(item[0]))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            max_bytes = next(limit for prefix, limit in self.limits if _under(scope["path"], prefix))
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > max_bytes:
+                await _too_large(send, max_bytes)
+                return
+            receive = _capped(receive, max_bytes)
+        await self.app(scope, receive, send)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _capped(receive: Receive, max_bytes: int) -> Receive:
+    seen = 0
+
+    async def capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > max_bytes:  # a chunked body that did not declare its length
+            raise BodyTooLarge(max_bytes)
+        return message
+
+    return capped
+
+
+async def _too_large(send: Send, max_bytes: int) -> None:
+    body = f'{{"detail":"request body is larger than the {max_bytes:,}-byte limit"}}'.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class AdmitSearches:
+    """Admit a search to the model scheduler the moment it arrives, before its upload is even parsed, so a
+    forming batch waits for it instead of running half full. The ticket goes to the route in the request's
+    state, and is released when the search has its vectors or the request ends."""
+
+    def __init__(self, app: ASGIApp, scheduler: ModelScheduler, path: str) -> None:
+        self.app = app
+        self.scheduler = scheduler
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        with self.scheduler.admit() as ticket:
+            scope.setdefault("state", {})["ticket"] = ticket
+            await self.app(scope, receive, send)

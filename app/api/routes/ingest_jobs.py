@@ -1,0 +1,39 @@
+"""/api/v1/ingest-jobs: bulk catalogue uploads (ZIP with manifest.csv, or a CSV of image URLs) as jobs."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Response, UploadFile, status
+
+from app.api.deps import IntakeDep, JobsDep, Limit, Offset
+from app.api.mapping import job_read
+from app.api.schemas import IngestJobRead
+
+router = APIRouter(prefix="/api/v1/ingest-jobs", tags=["ingest jobs"])
+
+
+@router.post(
+    "",
+    response_model=IngestJobRead,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={413: {"description": "Upload too large"}, 422: {"description": "Unsafe archive or bad manifest"}},
+)
+def create_ingest_job(
+    intake: IntakeDep,
+    response: Response,
+    file: Annotated[
+        UploadFile, File(description="A ZIP (manifest.csv + images) or a CSV whose image column holds URLs.")
+    ],
+) -> IngestJobRead:
+    report = intake.submit(file.filename or "", file.file)
+    response.headers["Location"] = f"/api/v1/ingest-jobs/{report.job_id}"
+    return job_read(report)
+
+
+@router.get("", response_model=list[IngestJobRead])
+def list_ingest_jobs(jobs: JobsDep, offset: Offset = 0, limit: Limit = 20) -> list[IngestJobRead]:
+    return [job_read(report) for report in jobs.recent(offset=offset, limit=limit)]
+
+
+@router.get("/{job_id}", response_model=IngestJobRead)
+def read_ingest_job(jobs: JobsDep, job_id: str) -> IngestJobRead:
+    return job_read(jobs.report(job_id))

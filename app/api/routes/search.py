@@ -1,0 +1,103 @@
+"""Search: a photo (or several views, or text, or both) in, ranked source factories out; more like this."""
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from pydantic import BaseModel, Field
+
+from app.api.deps import SearchDep, SettingsDep, TicketDep
+from app.api.mapping import search_read
+from app.api.schemas import SearchRead
+from app.api.uploads import read_upload
+from app.core.errors import InvalidInputError
+from app.search.options import QueryPhoto, SearchFilters, SearchOptions
+
+router = APIRouter(prefix="/api/v1", tags=["search"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Text search with a model that has no text encoder"},
+    413: {"description": "Image too large"},
+    422: {"description": "Not a usable image, or a bad option"},
+}
+
+
+class SearchParams(BaseModel):
+    """Options shared by every search; form fields on POST, query parameters on GET."""
+
+    top_k: int | None = Field(default=None, description="Factories per page (default 10).")
+    offset: int = Field(default=0, ge=0, description="Factories to skip, for paging.")
+    min_score: float | None = Field(default=None, description="Leave out products scoring below this.")
+    region: str | None = Field(default=None, description="Only factories in this region, e.g. 'Yiwu'.")
+    category: str | None = Field(default=None, description="Only products of this category.")
+    max_moq: int | None = Field(default=None, ge=1, description="Only products with at most this MOQ.")
+    min_price: float | None = Field(default=None, ge=0)
+    max_price: float | None = Field(default=None, ge=0)
+    factory_attributes: str | None = Field(
+        default=None, description='JSON object the factory\'s attributes must match, e.g. {"oem": true}.'
+    )
+    verify: bool = Field(default=True, description="Check the top candidates with local features.")
+    include_weak: bool = Field(default=False, description="List candidates even without a confident match.")
+
+    def options(self, default_top_k: int, auto_crop: bool = True) -> SearchOptions:
+        filters = SearchFilters(
+            region=self.region,
+            category=self.category,
+            max_moq=self.max_moq,
+            min_price=self.min_price,
+            max_price=self.max_price,
+            factory_attributes=_attributes(self.factory_attributes),
+        )
+        top_k = default_top_k if self.top_k is None else self.top_k
+        return SearchOptions(top_k, self.offset, self.min_score, filters, self.verify, self.include_weak, auto_crop)
+
+
+def _attributes(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"factory_attributes is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError("factory_attributes must be a JSON object")
+    return value
+
+
+@router.post("/search", response_model=SearchRead, responses=ERRORS)
+def search_route(
+    search: SearchDep,
+    settings: SettingsDep,
+    ticket: TicketDep,
+    params: Annotated[SearchParams, Form()],
+    image: Annotated[
+        list[UploadFile] | None,
+        File(description="The product photo; several files are several views of one product."),
+    ] = None,
+    text: Annotated[str | None, Form(description="Words describing the product (CLIP models only).")] = None,
+    bbox: Annotated[
+        list[str] | None,
+        Form(description="Per photo, the product's box 'x0,y0,x1,y1' in pixels or 0..1 fractions; '' for none."),
+    ] = None,
+    auto_crop: Annotated[
+        bool,
+        Form(description="When the photo alone finds no confident match, also search its trimmed subject and centre."),
+    ] = True,
+) -> SearchRead:
+    # A sync route: FastAPI runs it in its thread pool, so decoding, the model and FAISS never block the loop.
+    photos = [QueryPhoto(read_upload(upload, settings.max_upload_bytes)) for upload in image or []]
+    if bbox:
+        if len(bbox) != len(photos):
+            raise InvalidInputError(f"{len(bbox)} bbox values for {len(photos)} photos; give one per photo")
+        photos = [QueryPhoto(photo.data, box or None) for photo, box in zip(photos, bbox, strict=True)]
+    options = params.options(settings.default_top_k, auto_crop)
+    return search_read(search.run(photos, text or None, options, ticket), options.offset)
+
+
+@router.get("/images/{image_id}/similar", response_model=SearchRead, responses={404: {"description": "No image"}})
+def similar_route(
+    search: SearchDep, settings: SettingsDep, image_id: int, params: Annotated[SearchParams, Query()]
+) -> SearchRead:
+    """More like this: factories with products that look like a catalogue image (its own product left out)."""
+    options = params.options(settings.default_top_k)
+    return search_read(search.similar(image_id, options), options.offset)

@@ -1,0 +1,159 @@
+"""Request and response bodies of the HTTP API (XCreate / XUpdate / XRead)."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.catalog.types import ID_PATTERN
+
+
+class FactoryBase(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    region: str | None = Field(default=None, max_length=255)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class FactoryCreate(FactoryBase):
+    id: str = Field(pattern=ID_PATTERN, description="Your stable id for the factory, e.g. 'yiwu-0042'.")
+
+
+class FactoryUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    region: str | None = Field(default=None, max_length=255)
+    attributes: dict[str, Any] | None = None
+
+
+class FactoryRead(FactoryBase):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    created_at: datetime
+    product_count: int = 0
+
+
+class ProductBase(BaseModel):
+    title: str = Field(min_length=1, max_length=500)
+    category: str | None = Field(default=None, max_length=255)
+    price: float | None = Field(default=None, ge=0)
+    moq: int | None = Field(default=None, ge=1, description="Minimum order quantity.")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProductCreate(ProductBase):
+    id: str = Field(pattern=ID_PATTERN)
+    factory_id: str
+
+
+class ProductUpdate(BaseModel):
+    title: str | None = Field(default=None, min_length=1, max_length=500)
+    category: str | None = Field(default=None, max_length=255)
+    price: float | None = Field(default=None, ge=0)
+    moq: int | None = Field(default=None, ge=1)
+    attributes: dict[str, Any] | None = None
+
+
+class ProductRead(ProductBase):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    factory_id: str
+    created_at: datetime
+    image_ids: list[int] = Field(default_factory=list)
+
+
+class ImageRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    product_id: str
+    content_hash: str
+    source: str
+    width: int
+    height: int
+    created_at: datetime
+    url: str = Field(description="Where the stored (reduced) copy of the image is served.")
+
+
+class ImageUploadRead(ImageRead):
+    created: bool = Field(description="False when the product already had an image with these bytes.")
+
+
+class EvidenceRead(BaseModel):
+    inliers: int = Field(description="Local-feature matches consistent with one rotation, scale and shift.")
+    agreement: float = Field(description="Correlation of the aligned pixels, -1..1 (0.9+ is the same photo).")
+    region: tuple[float, float, float, float] | None = Field(
+        description="Matched area of the catalogue image: x0, y0, x1, y1 as fractions of its size."
+    )
+    mirrored: bool = Field(description="The query matched once mirrored.")
+
+
+class MatchRead(BaseModel):
+    product_id: str
+    image_id: int
+    score: float = Field(description="Ranking score: the similarity, plus a bonus when verified identical.")
+    similarity: float = Field(description="Cosine similarity of the query to this catalogue image.")
+    match_level: str = Field(description="identical, near_duplicate or similar; see docs/ranking.md.")
+    evidence: EvidenceRead | None = Field(description="Local-feature check; null when it was not run.")
+    title: str
+    category: str | None
+    price: float | None
+    moq: int | None
+    image_url: str
+
+
+class FactoryMatchRead(BaseModel):
+    factory_id: str
+    name: str
+    region: str | None
+    score: float = Field(description="Factory score; see docs/ranking.md.")
+    match_level: str = Field(description="The level of its best match.")
+    confident: bool
+    matches: list[MatchRead] = Field(description="Its best-matching products, one image each, best first.")
+
+
+class SearchRead(BaseModel):
+    confident_match: bool = Field(description="False: nothing cleared the calibrated threshold.")
+    message: str | None = Field(description="Why the list is empty, when it is.")
+    total: int = Field(description="Factories found over all pages.")
+    offset: int
+    factories: list[FactoryMatchRead]
+    took_ms: float
+    timings_ms: dict[str, float] = Field(
+        description="Milliseconds per stage (decode, preprocess, embed, search, lookup, verify), summed over both "
+        "passes when the photo's crops were searched too; then also passes: 2."
+    )
+
+
+class HealthRead(BaseModel):
+    status: str
+    model: str
+    precision: str
+    dim: int
+    images: int
+    index: str
+    search_batches: int = Field(description="Forward passes run for searches since start.")
+    searches_embedded: int
+    model_busy_s: float = Field(description="Seconds the model spent on searches since start.")
+
+
+class ItemErrorRead(BaseModel):
+    line: int = Field(description="Line of the manifest (1 is the header).")
+    image: str
+    reason: str
+
+
+class IngestJobRead(BaseModel):
+    id: str
+    state: str = Field(description="queued, running, done or failed")
+    source: str
+    total: int
+    done: int
+    added: int
+    updated: int
+    unchanged: int
+    failed: int
+    images_per_s: float = Field(description="Images added per second of run time.")
+    items_per_s: float
+    stage_seconds: dict[str, float] = Field(description="Time in read (thread-seconds), embed and write.")
+    errors: list[ItemErrorRead]
+    error: str | None = Field(description="Why the whole job failed, if it did.")
+    created_at: datetime | None
+    finished_at: datetime | None

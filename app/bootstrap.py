@@ -1,0 +1,174 @@
+"""Wiring: every service built once from the settings, each given exactly what it uses. The server's lifespan,
+the CLI, the demo and the scripts all call `build_services`; nothing below reaches for a global."""
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+# Every table's model module, so that create_tables sees them all.
+import app.catalog.models
+import app.ingest.models  # noqa: F401
+from app.catalog.keeper import IndexKeeper
+from app.catalog.media import MediaStore
+from app.catalog.service import CatalogService
+from app.core.config import Settings
+from app.core.cores import usable_cores
+from app.core.db import create_tables, make_engine, make_session_factory
+from app.ingest.archive import ZipLimits
+from app.ingest.fetch import FetchPolicy
+from app.ingest.intake import UploadIntake
+from app.ingest.jobs import JobStore
+from app.ingest.pipeline import IngestPipeline, IngestSettings
+from app.ingest.runner import JobRunner
+from app.search.lookup import SearchLookup
+from app.search.pipeline import SearchPolicy, SearchService
+from app.search.scoring import default_near_duplicate
+from app.search.verify import FeatureCache, one_thread_per_pair
+from embeddings import Embedder, ImageDecoder, ModelScheduler, SchedulerPolicy, load_embedder
+from index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    scheduler: ModelScheduler
+    keeper: IndexKeeper
+    media: MediaStore
+    catalog: CatalogService
+    search: SearchService
+    jobs: JobStore
+    intake: UploadIntake
+    ingest: IngestPipeline
+    runner: JobRunner  # started by the server only
+    verify_pool: ThreadPoolExecutor
+
+    @property
+    def index(self) -> VectorIndex:
+        return self.keeper.index
+
+    @property
+    def model(self) -> Embedder:
+        assert self.scheduler.model is not None  # build_services starts the scheduler with its model
+        return self.scheduler.model
+
+    def close(self) -> None:
+        """Stop the runner and the model's thread, save the index, release connections."""
+        self.runner.stop()
+        self.scheduler.close()
+        self.verify_pool.shutdown()
+        self.keeper.close()
+        self.engine.dispose()
+
+
+def make_scheduler(settings: Settings) -> ModelScheduler:
+    """The model's CPU scheduler, sized by the cores this process may use. It admits searches before the model
+    is loaded, so the server builds it first."""
+    policy = SchedulerPolicy(
+        cores=usable_cores(),
+        torch_threads=settings.torch_threads,
+        max_batch=settings.search_batch_max,
+        max_wait_s=settings.search_batch_wait_ms / 1000,
+    )
+    return ModelScheduler(policy)
+
+
+def load_model(settings: Settings) -> Embedder:
+    return load_embedder(
+        settings.resolved_model,
+        precision=settings.precision,
+        cache_dir=settings.model_cache_dir,
+        batch_size=settings.embed_batch_size,
+    )
+
+
+def build_services(
+    settings: Settings, model: Embedder | None = None, scheduler: ModelScheduler | None = None
+) -> Services:
+    """Open the database, load the model (unless given), open the index and repair it against the database,
+    and build the services on them."""
+    settings.ensure_dirs()
+    engine = make_engine(settings.resolved_database_url)
+    create_tables(engine)
+    sessions = make_session_factory(engine)
+    model = model or load_model(settings)
+    scheduler = scheduler or make_scheduler(settings)
+    scheduler.start(model)
+    keeper = IndexKeeper.open(
+        sessions,
+        settings.index_dir,
+        model.name,
+        model.dim,
+        kind=settings.index,
+        ivf_threshold=settings.index_ivf_threshold,
+        faiss_threads=settings.faiss_threads,
+    )
+    media = MediaStore(settings.media_dir)
+    side = max(settings.decode_side, model.preprocess.size)  # a little above the model's input, no more
+    images = ImageDecoder(settings.max_image_bytes, settings.max_image_pixels, side)
+    uploads = ImageDecoder(settings.max_upload_bytes, settings.max_image_pixels, side)
+    verify_pool = ThreadPoolExecutor(usable_cores(), thread_name_prefix="verify", initializer=one_thread_per_pair)
+    near_duplicate = settings.near_duplicate_similarity
+    policy = SearchPolicy(
+        max_top_k=settings.max_top_k,
+        near_duplicate=default_near_duplicate(model.name) if near_duplicate is None else near_duplicate,
+    )
+    search = SearchService(
+        scheduler=scheduler,
+        preprocess=model.preprocess,
+        decoder=uploads,
+        index=keeper.index,
+        lookup=SearchLookup(sessions),
+        features=FeatureCache(media.open),
+        verify_pool=verify_pool,
+        policy=policy,
+    )
+    catalog = CatalogService(
+        sessions=sessions,
+        index=keeper.index,
+        media=media,
+        decoder=images,
+        preprocess=model.preprocess,
+        scheduler=scheduler,
+        model_name=model.name,
+    )
+    jobs = JobStore(sessions)
+    ingest = IngestPipeline(
+        sessions=sessions,
+        jobs=jobs,
+        fetch=FetchPolicy(
+            timeout_s=settings.url_timeout_s,
+            max_redirects=settings.url_max_redirects,
+            max_bytes=settings.max_image_bytes,
+            allow_hosts=tuple(settings.url_allow_hosts),
+        ),
+        decoder=images,
+        preprocess=model.preprocess,
+        scheduler=scheduler,
+        keeper=keeper,
+        media=media,
+        model_name=model.name,
+        settings=IngestSettings(
+            batch_size=settings.embed_batch_size,
+            read_workers=settings.read_workers,
+            read_ahead=scheduler.policy.read_ahead,
+            jobs_dir=settings.jobs_dir,
+        ),
+    )
+    runner = JobRunner(ingest, jobs, poll_s=settings.job_poll_s, stale_after_s=settings.job_stale_after_s)
+    intake = UploadIntake(
+        jobs=jobs,
+        jobs_dir=settings.jobs_dir,
+        zip_limits=ZipLimits(settings.max_zip_total_bytes, settings.max_zip_files, settings.max_zip_ratio),
+        max_bytes=settings.max_job_upload_bytes,
+        on_submitted=runner.wake,
+    )
+    return Services(
+        settings, engine, sessions, scheduler, keeper, media, catalog, search, jobs, intake, ingest, runner, verify_pool
+    )

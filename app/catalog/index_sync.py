@@ -1,0 +1,84 @@
+"""Keep the vector index in step with the database, which is the source of truth.
+
+Vectors are written to the database first and to the index after the commit, and the index is saved
+lazily; so after a crash the index may lack recent images or hold deleted ones. `reconcile` repairs both
+from the stored embeddings at start-up, and says what it did.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.catalog.models import Image
+from index import IndexMismatchError, VectorIndex
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    added: int
+    removed: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+def check_catalogue_embedder(session: Session, embedder: str) -> None:
+    """Refuse to serve a catalogue whose stored embeddings came from another model."""
+    rows = session.execute(
+        select(Image.embedder, func.count()).where(Image.embedder != embedder).group_by(Image.embedder)
+    ).all()
+    if rows:
+        found = ", ".join(f"{count} by {name}" for name, count in rows)
+        raise IndexMismatchError(
+            f"catalogue images were embedded with another model ({found}); the configured model is "
+            f"{embedder}. Run `sourcelens reindex` to re-embed them, or set SOURCELENS_MODEL back."
+        )
+
+
+def reconcile(session: Session, index: VectorIndex) -> SyncReport:
+    db_ids = set(session.scalars(select(Image.id)))
+    index_ids = set(index.ids().tolist())
+    missing = sorted(db_ids - index_ids)
+    extra = np.array(sorted(index_ids - db_ids), dtype=np.int64)
+    for start in range(0, len(missing), CHUNK):
+        upsert_from_db(session, index, missing[start : start + CHUNK])
+    removed = index.remove(extra)
+    report = SyncReport(added=len(missing), removed=removed)
+    if report.changed:
+        log.warning("index repaired from the database: %d vectors added, %d stale removed", report.added, removed)
+    return report
+
+
+def upsert_from_db(session: Session, index: VectorIndex, image_ids: list[int]) -> None:
+    rows = session.execute(select(Image.id, Image.embedding).where(Image.id.in_(image_ids))).all()
+    if rows:
+        ids = np.array([row.id for row in rows], dtype=np.int64)
+        index.upsert(ids, np.stack([vector_from_bytes(row.embedding) for row in rows]))
+
+
+def vector_from_bytes(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def load_vectors(session: Session, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored (id, embedding), read in chunks into one preallocated array."""
+    ids = np.array(sorted(session.scalars(select(Image.id))), dtype=np.int64)
+    vectors = np.empty((len(ids), dim), dtype=np.float32)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        query = select(Image.id, Image.embedding).where(Image.id.in_(chunk.tolist()))
+        rows = dict(session.execute(query).tuples().all())
+        vectors[start : start + len(chunk)] = [vector_from_bytes(rows[int(i)]) for i in chunk]
+    return ids, vectors

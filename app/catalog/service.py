@@ -1,0 +1,279 @@
+"""Factories, products and images. Every change that adds or removes images keeps the index in step.
+
+Order of writes: database commit first, then the index. If the process dies in between, the start-up
+reconcile (index_sync.py) repairs the index from the database. Each method owns its transaction and returns
+dataclasses built inside it (types.py).
+"""
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from app.catalog.index_sync import vector_to_bytes
+from app.catalog.media import MediaStore
+from app.catalog.models import Factory, Image, Product
+from app.catalog.types import FactoryInfo, ImageInfo, IndexStatus, NewFactory, NewProduct, ProductInfo
+from app.core.errors import ConflictError, InvalidInputError, NotFoundError
+from embeddings import ImageDecoder, LoadedImage, ModelScheduler, Preprocess
+from index import VectorIndex
+
+# Fields an update may set to null (clearing them); a null for any other field leaves it as it is.
+CLEARABLE_FACTORY_FIELDS = ("region",)
+CLEARABLE_PRODUCT_FIELDS = ("category", "price", "moq")
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class CatalogService:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        index: VectorIndex,
+        media: MediaStore,
+        decoder: ImageDecoder,
+        preprocess: Preprocess,
+        scheduler: ModelScheduler,
+        model_name: str,
+    ) -> None:
+        self.sessions = sessions
+        self.index = index
+        self.media = media
+        self.decoder = decoder
+        self.preprocess = preprocess
+        self.scheduler = scheduler
+        self.model_name = model_name
+
+    # --- factories ---------------------------------------------------------------------------------
+
+    def create_factory(self, new: NewFactory) -> FactoryInfo:
+        with self.sessions() as session:
+            if session.get(Factory, new.id):
+                raise ConflictError(f"factory {new.id!r} already exists")
+            factory = Factory(id=new.id, name=new.name, region=new.region, attributes=new.attributes)
+            session.add(factory)
+            session.commit()
+            return factory_info(factory)
+
+    def get_factory(self, factory_id: str) -> FactoryInfo:
+        with self.sessions() as session:
+            factory = _factory(session, factory_id)
+            return factory_info(factory, _product_counts(session, [factory_id]).get(factory_id, 0))
+
+    def list_factories(self, *, offset: int = 0, limit: int = 50) -> list[FactoryInfo]:
+        with self.sessions() as session:
+            factories = list(session.scalars(select(Factory).order_by(Factory.id).offset(offset).limit(limit)))
+            counts = _product_counts(session, [factory.id for factory in factories])
+            return [factory_info(factory, counts.get(factory.id, 0)) for factory in factories]
+
+    def update_factory(self, factory_id: str, changes: Mapping[str, Any]) -> FactoryInfo:
+        with self.sessions() as session:
+            factory = _factory(session, factory_id)
+            _apply(factory, changes, CLEARABLE_FACTORY_FIELDS)
+            session.commit()
+            return factory_info(factory, _product_counts(session, [factory_id]).get(factory_id, 0))
+
+    def delete_factory(self, factory_id: str) -> int:
+        """Delete a factory with its products and images; returns how many vectors were removed."""
+        with self.sessions() as session:
+            factory = _factory(session, factory_id)
+            image_ids = list(session.scalars(select(Image.id).join(Product).where(Product.factory_id == factory_id)))
+            session.delete(factory)
+            session.commit()
+        return self.index.remove(np.array(image_ids, dtype=np.int64))
+
+    # --- products ----------------------------------------------------------------------------------
+
+    def create_product(self, new: NewProduct) -> ProductInfo:
+        with self.sessions() as session:
+            if session.get(Factory, new.factory_id) is None:
+                raise InvalidInputError(f"factory {new.factory_id!r} does not exist; create it first")
+            if session.get(Product, new.id):
+                raise ConflictError(f"product {new.id!r} already exists")
+            product = Product(
+                id=new.id,
+                factory_id=new.factory_id,
+                title=new.title,
+                category=new.category,
+                price=new.price,
+                moq=new.moq,
+                attributes=new.attributes,
+            )
+            session.add(product)
+            session.commit()
+            return product_info(product, [])
+
+    def get_product(self, product_id: str) -> ProductInfo:
+        with self.sessions() as session:
+            product = _product(session, product_id)
+            return product_info(product, [image.id for image in product.images])
+
+    def list_products(self, *, factory_id: str | None = None, offset: int = 0, limit: int = 50) -> list[ProductInfo]:
+        query = select(Product).options(selectinload(Product.images)).order_by(Product.id).offset(offset).limit(limit)
+        if factory_id is not None:
+            query = query.where(Product.factory_id == factory_id)
+        with self.sessions() as session:
+            return [product_info(p, [image.id for image in p.images]) for p in session.scalars(query)]
+
+    def update_product(self, product_id: str, changes: Mapping[str, Any]) -> ProductInfo:
+        with self.sessions() as session:
+            product = _product(session, product_id)
+            _apply(product, changes, CLEARABLE_PRODUCT_FIELDS)
+            session.commit()
+            return product_info(product, [image.id for image in product.images])
+
+    def delete_product(self, product_id: str) -> int:
+        with self.sessions() as session:
+            product = _product(session, product_id)
+            image_ids = [image.id for image in product.images]
+            session.delete(product)
+            session.commit()
+        return self.index.remove(np.array(image_ids, dtype=np.int64))
+
+    def product_images(self, product_id: str) -> list[ImageInfo]:
+        with self.sessions() as session:
+            return [image_info(image) for image in _product(session, product_id).images]
+
+    # --- images ------------------------------------------------------------------------------------
+
+    def get_image(self, image_id: int) -> ImageInfo:
+        with self.sessions() as session:
+            return image_info(_image(session, image_id))
+
+    def image_file(self, image_id: int) -> Path:
+        """Where the image's stored copy (JPEG, shorter side about 320 px) is."""
+        path = self.media.path(self.get_image(image_id).content_hash)
+        if not path.exists():
+            raise NotFoundError(f"the stored copy of image {image_id} is missing")
+        return path
+
+    def add_image(self, product_id: str, data: bytes, source: str) -> tuple[ImageInfo, bool]:
+        """Decode, embed and store one image; (image, created). Known bytes return the stored image."""
+        digest = content_hash(data)
+        with self.sessions() as session:
+            _product(session, product_id)
+            if (existing := _find_image(session, product_id, digest)) is not None:
+                return image_info(existing), False
+        loaded = self.decoder.decode(data)
+        vector = self.scheduler.embed_bulk(self.preprocess(loaded.image)[None])[0]
+        self.media.save(digest, loaded.image)
+        with self.sessions() as session:
+            image = new_image_row(product_id, digest, source, loaded, vector, self.model_name)
+            session.add(image)
+            try:
+                session.commit()
+            except IntegrityError:  # the same bytes were added concurrently
+                session.rollback()
+                stored = _find_image(session, product_id, digest)
+                if stored is None:  # the product itself went away meanwhile
+                    raise NotFoundError(f"product {product_id!r} not found") from None
+                return image_info(stored), False
+            self.index.upsert(np.array([image.id]), vector[None, :])
+            return image_info(image), True
+
+    def delete_image(self, image_id: int) -> None:
+        with self.sessions() as session:
+            session.delete(_image(session, image_id))
+            session.commit()
+        self.index.remove(np.array([image_id], dtype=np.int64))
+
+    def index_status(self) -> IndexStatus:
+        return IndexStatus(images=len(self.index), description=self.index.describe())
+
+
+def new_image_row(
+    product_id: str, digest: str, source: str, loaded: LoadedImage, vector: np.ndarray, model_name: str
+) -> Image:
+    """An Image row for a decoded and embedded picture (its stored copy is saved by the caller)."""
+    return Image(
+        product_id=product_id,
+        content_hash=digest,
+        source=source[:2048],
+        width=loaded.width,
+        height=loaded.height,
+        embedder=model_name,
+        embedding=vector_to_bytes(vector),
+    )
+
+
+def factory_info(factory: Factory, product_count: int = 0) -> FactoryInfo:
+    return FactoryInfo(
+        id=factory.id,
+        name=factory.name,
+        region=factory.region,
+        attributes=dict(factory.attributes),
+        created_at=factory.created_at,
+        product_count=product_count,
+    )
+
+
+def product_info(product: Product, image_ids: list[int]) -> ProductInfo:
+    return ProductInfo(
+        id=product.id,
+        factory_id=product.factory_id,
+        title=product.title,
+        category=product.category,
+        price=product.price,
+        moq=product.moq,
+        attributes=dict(product.attributes),
+        created_at=product.created_at,
+        image_ids=sorted(image_ids),
+    )
+
+
+def image_info(image: Image) -> ImageInfo:
+    return ImageInfo(
+        id=image.id,
+        product_id=image.product_id,
+        content_hash=image.content_hash,
+        source=image.source,
+        width=image.width,
+        height=image.height,
+        created_at=image.created_at,
+    )
+
+
+def _apply(target: Factory | Product, changes: Mapping[str, Any], clearable: tuple[str, ...]) -> None:
+    for name, value in changes.items():
+        if value is not None or name in clearable:
+            setattr(target, name, value)
+
+
+def _product_counts(session: Session, factory_ids: list[str]) -> dict[str, int]:
+    rows = session.execute(
+        select(Product.factory_id, func.count()).where(Product.factory_id.in_(factory_ids)).group_by(Product.factory_id)
+    )
+    return dict(rows.tuples().all())
+
+
+def _factory(session: Session, factory_id: str) -> Factory:
+    factory = session.get(Factory, factory_id)
+    if factory is None:
+        raise NotFoundError(f"factory {factory_id!r} not found")
+    return factory
+
+
+def _product(session: Session, product_id: str) -> Product:
+    product = session.get(Product, product_id)
+    if product is None:
+        raise NotFoundError(f"product {product_id!r} not found")
+    return product
+
+
+def _image(session: Session, image_id: int) -> Image:
+    image = session.get(Image, image_id)
+    if image is None:
+        raise NotFoundError(f"image {image_id} not found")
+    return image
+
+
+def _find_image(session: Session, product_id: str, digest: str) -> Image | None:
+    return session.scalar(select(Image).where(Image.product_id == product_id, Image.content_hash == digest))

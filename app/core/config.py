@@ -1,0 +1,121 @@
+"""One settings object for the whole service, read from SOURCELENS_* environment variables."""
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "openclip:ViT-B-32:laion2b_s34b_b79k"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOURCELENS_", env_file=None, extra="ignore")
+
+    data_dir: Path = Path("./sourcelens-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is SQLite inside the data directory."
+    )
+    model: str | None = Field(
+        default=None,
+        description="Embedder spec (see embeddings.registry). Unset: the model the data directory's index was "
+        f"built with, or {DEFAULT_MODEL} for a new one.",
+    )
+    model_cache_dir: Path | None = Field(default=None, description="Where hub weights are cached.")
+    precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
+    index: str = Field(
+        default="auto",
+        pattern="^(auto|flat|ivf-sq8)$",
+        description="Vector index: flat (exact), ivf-sq8 (inverted file, 8-bit codes), or auto: flat until "
+        "index_ivf_threshold vectors, then rebuilt as ivf-sq8 in the background.",
+    )
+    index_ivf_threshold: int = Field(default=50_000, ge=1)
+    index_preload: bool = Field(
+        default=True,
+        description="An IVF index opens memory-mapped (serving at once); then read it into memory in the "
+        "background, where searches run faster. False keeps it mapped: less private memory, pages shared.",
+    )
+    torch_threads: int = Field(default=0, ge=0, description="0: one per usable core (app/cores.py).")
+    faiss_threads: int = Field(default=1, ge=0, description="OpenMP threads per FAISS search; 0: one per core.")
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    decode_side: int = Field(
+        default=320,
+        ge=64,
+        le=4096,
+        description="Decode and keep images at about this size (never below the model's input size): JPEG "
+        "DCT scaling makes big photos cheap, and the stored copy serves thumbnails and reindex.",
+    )
+    search_batch_max: int = Field(default=16, ge=1, le=256, description="Most searches in one forward pass.")
+    search_batch_wait_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="How long a batch waits for searches already on their way (never "
+        "for searches not yet received, so a lone search does not wait).",
+    )
+    read_workers: int = Field(default=2, ge=1, le=64, description="Threads that fetch and decode for ingest.")
+
+    # Limits: checked before an image is decoded, so hostile files are refused cheaply.
+    max_image_bytes: int = Field(default=30 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=80_000_000, ge=1)
+    max_upload_bytes: int = Field(default=30 * 1024 * 1024, ge=1)
+    max_job_upload_bytes: int = Field(default=2 * 1024**3, ge=1, description="A ZIP or CSV posted as a job.")
+    max_zip_total_bytes: int = Field(default=8 * 1024**3, ge=1, description="Sum of a ZIP's unpacked sizes.")
+    max_zip_files: int = Field(default=100_000, ge=1)
+    max_zip_ratio: float = Field(default=200.0, gt=1, description="Largest unpacked/packed size of a member.")
+    job_poll_s: float = Field(default=2.0, gt=0)
+    job_stale_after_s: float = Field(default=300.0, gt=0, description="Heartbeat age after which a job is retaken.")
+    near_duplicate_similarity: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1.01,
+        description="Cosine above which a hit is a confident near-duplicate without local-feature proof; "
+        "unset: the model's calibrated default (app/search/scoring.py).",
+    )
+    max_top_k: int = Field(default=100, ge=1)
+    default_top_k: int = Field(default=10, ge=1)
+
+    # Image URLs in manifests.
+    url_timeout_s: float = Field(default=15.0, gt=0)
+    url_max_redirects: int = Field(default=3, ge=0)
+    url_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts exempt from the private-address check (for tests and intranets).",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'sourcelens.db').resolve()}"
+
+    @property
+    def resolved_model(self) -> str:
+        if self.model:
+            return self.model
+        return stored_index_model(self.index_dir) or DEFAULT_MODEL
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.index_dir, self.media_dir, self.jobs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def stored_index_model(index_dir: Path) -> str | None:
+    """The embedder recorded by an existing index, so a data directory keeps the model it was built with."""
+    meta = index_dir / "meta.json"
+    return json.loads(meta.read_text())["embedder"] if meta.exists() else None

@@ -1,0 +1,55 @@
+"""The declarative base, engine and sessions. SQLite is the embedded default; PostgreSQL (psycopg) is the
+production path. Tables are declared by the packages that own them (catalog/models.py, ingest/models.py)."""
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, BigInteger, Engine, Integer, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+SQLITE_POOL_SIZE = 32  # connections kept open: requests run on a thread pool of up to 40
+
+# BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY auto-increments.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # Requests run in a thread pool, hence check_same_thread=False; the busy timeout lets
+        # a search read while an ingest batch commits.
+        # The pool holds a connection for each concurrent request (16 clients: 16). SQLAlchemy's default of
+        # 5 + 10 overflow closed and reopened connections (and re-ran the pragmas) under load.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_SIZE,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def create_tables(engine: Engine) -> None:
+    """Every table whose model module has been imported (bootstrap imports them all)."""
+    Base.metadata.create_all(engine)

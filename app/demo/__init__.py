@@ -1,0 +1,71 @@
+"""The offline demo and the tools that are not the service: the sample catalogue drawn by code
+(sample_catalogue.py) and the search-quality evaluation (evaluation.py).
+
+May import search, ingest, catalog, core and embeddings; never api or bootstrap.
+"""
+
+import logging
+import socket
+from pathlib import Path
+
+from app.core.config import Settings
+from app.demo.sample_catalogue import write_catalogue
+from embeddings import OFFLINE_MODEL, Embedder, ModelLoadError, load_embedder
+
+log = logging.getLogger(__name__)
+HUB_HOST = "huggingface.co"
+
+
+def demo_catalogue(settings: Settings) -> Path:
+    """The sample catalogue's manifest, drawn on first use (36 products from 6 factories)."""
+    directory = settings.data_dir / "sample-catalogue"
+    manifest = directory / "manifest.csv"
+    if not manifest.exists():
+        log.info("drawing the sample catalogue in %s", directory)
+        write_catalogue(directory)
+    return manifest
+
+
+def demo_model(settings: Settings, model_given: bool) -> Embedder:
+    """The configured model; when CLIP weights cannot be had, fall back to effnet-lite0 and say so loudly."""
+    spec = settings.resolved_model
+    if model_given or spec == OFFLINE_MODEL:
+        return _load(settings, spec)
+    if not hub_reachable():
+        _go_offline()  # use cached weights if present; do not spend a minute on retries
+    try:
+        return _load(settings, spec)
+    except ModelLoadError as exc:
+        banner = "!" * 78
+        log.warning(
+            "\n%s\n  CLIP weights for %s could not be loaded:\n  %s\n  FALLING BACK to %s "
+            "(ImageNet EfficientNet-Lite0, shipped with the package).\n  Search works; text search "
+            "does not. With network access the default model downloads once.\n%s",
+            banner,
+            spec,
+            str(exc)[:300],
+            OFFLINE_MODEL,
+            banner,
+        )
+        settings.model = OFFLINE_MODEL
+        return _load(settings, OFFLINE_MODEL)
+
+
+def _load(settings: Settings, spec: str) -> Embedder:
+    return load_embedder(
+        spec, precision=settings.precision, cache_dir=settings.model_cache_dir, batch_size=settings.embed_batch_size
+    )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _go_offline() -> None:
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True

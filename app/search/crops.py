@@ -1,0 +1,123 @@
+"""Query-side crops: the part of a seller's photo that shows the product.
+
+A competitor's photo often carries a frame: a uniform pad, a studio backdrop, a marketplace screenshot's
+bars and margins. `subject_box` trims rows and columns that look like the border; `query_crops` gives the
+crops searched together (the whole photo, the trimmed subject, and the subject's centre), whose results are
+fused by taking each catalogue image's best similarity over the crops. A photo pasted at a tilt on a plain
+fill is first turned straight.
+"""
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from app.core.errors import InvalidInputError
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom in pixels
+
+BORDER_TOLERANCE = 24  # grey levels a pixel may differ from the border colour and still be border
+CONTENT_FRACTION = 0.04  # a row or column with more differing pixels than this holds content
+MIN_TRIM = 0.04  # a trim smaller than this fraction of a side is not worth another crop
+CENTRE_KEEP = 0.8  # the centre crop keeps this fraction of each side of the subject
+FILL_TOLERANCE = 6  # a tilted photo's fill is one flat colour, up to JPEG noise
+MIN_TILT_DEGREES = 3.0
+TILTED_FILL = 0.9  # the content must fill its rotated rectangle: a photo, not a product's own outline
+
+
+def parse_bbox(text: str, size: tuple[int, int]) -> Box:
+    """'x0,y0,x1,y1' in pixels, or in fractions of the photo's size when all four are within 0..1."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidInputError(f"bbox must be four numbers 'x0,y0,x1,y1', got {text!r}") from None
+    if len(values) != 4:
+        raise InvalidInputError(f"bbox must be four numbers 'x0,y0,x1,y1', got {text!r}")
+    width, height = size
+    if all(0 <= v <= 1 for v in values):
+        values = [values[0] * width, values[1] * height, values[2] * width, values[3] * height]
+    x0, y0, x1, y1 = (round(v) for v in values)
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise InvalidInputError(f"bbox {text!r} is not a box inside the {width}x{height} photo")
+    if (x1 - x0) < 16 or (y1 - y0) < 16:
+        raise InvalidInputError(f"bbox {text!r} is smaller than 16 pixels on a side")
+    return x0, y0, x1, y1
+
+
+def scale_box(box: Box, original: tuple[int, int], decoded: tuple[int, int]) -> Box:
+    """A box given on the uploaded photo, moved onto the (reduced) decoded copy."""
+    sx, sy = decoded[0] / original[0], decoded[1] / original[1]
+    x0, y0, x1, y1 = box
+    return (
+        round(x0 * sx),
+        round(y0 * sy),
+        max(round(x1 * sx), round(x0 * sx) + 1),
+        max(round(y1 * sy), round(y0 * sy) + 1),
+    )
+
+
+def subject_box(image: Image.Image) -> Box | None:
+    """The box left after trimming border-coloured rows and columns from each side; None if nothing trims."""
+    grey = cv2.medianBlur(np.asarray(image.convert("L")), 3).astype(np.int16)
+    height, width = grey.shape
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = int(np.median(border))
+    content = np.abs(grey - background) > BORDER_TOLERANCE
+    rows = np.flatnonzero(content.mean(axis=1) > CONTENT_FRACTION)
+    cols = np.flatnonzero(content.mean(axis=0) > CONTENT_FRACTION)
+    if len(rows) == 0 or len(cols) == 0:
+        return None
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    trimmed = max(box[0], box[1] / height * width, width - box[2], (height - box[3]) / height * width)
+    if trimmed < MIN_TRIM * width or (box[2] - box[0]) < 16 or (box[3] - box[1]) < 16:
+        return None
+    return box
+
+
+def deskewed(image: Image.Image) -> Image.Image | None:
+    """A photo pasted at an angle on a plain fill (a tilted screenshot or scan), turned straight and cropped
+    to itself; None when the photo is not such a tilted rectangle."""
+    rgb = np.asarray(image)
+    corners = np.array([rgb[0, 0], rgb[0, -1], rgb[-1, 0], rgb[-1, -1]], dtype=np.int16)
+    if np.abs(corners - corners[0]).max() > FILL_TOLERANCE:
+        return None  # a tilted photo leaves the same fill in all four corners
+    content = _differs(rgb, corners[0], FILL_TOLERANCE)
+    # The outer contours bound the same hull as every content pixel, with a fraction of the points.
+    outlines, _ = cv2.findContours(content, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not outlines:
+        return None
+    _, (w, h), raw = cv2.minAreaRect(np.concatenate(outlines))
+    angle = (raw + 45) % 90 - 45  # the smallest turn that makes the rectangle's sides upright
+    filled = cv2.countNonZero(content)
+    if abs(angle) < MIN_TILT_DEGREES or w * h < 0.2 * content.size or filled < TILTED_FILL * w * h:
+        return None
+    fill = tuple(int(v) for v in corners[0])
+    turned = image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
+    rows, cols = np.nonzero(_differs(np.asarray(turned), corners[0], FILL_TOLERANCE))
+    return turned.crop((int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1))
+
+
+def _differs(rgb: np.ndarray, colour: np.ndarray, tolerance: int) -> np.ndarray:
+    """uint8 mask, 1 where some channel of the pixel is more than `tolerance` from `colour`."""
+    low, high = np.clip(colour - tolerance, 0, 255), np.clip(colour + tolerance, 0, 255)
+    return (cv2.inRange(rgb, low.astype(np.uint8), high.astype(np.uint8)) == 0).astype(np.uint8)
+
+
+def centre_box(box: Box) -> Box:
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * (1 - CENTRE_KEEP) / 2, (y1 - y0) * (1 - CENTRE_KEEP) / 2
+    return round(x0 + dx), round(y0 + dy), round(x1 - dx), round(y1 - dy)
+
+
+def query_crops(image: Image.Image, auto_crop: bool) -> list[Image.Image]:
+    """The crops of one photo to search together; the first is always the photo itself."""
+    crops = [image]
+    if not auto_crop:
+        return crops
+    if (straight := deskewed(image)) is not None:
+        crops.append(straight)
+        image = straight
+    subject = subject_box(image) or (0, 0, image.width, image.height)
+    if subject != (0, 0, image.width, image.height):
+        crops.append(image.crop(subject))
+    crops.append(image.crop(centre_box(subject)))
+    return crops

@@ -1,0 +1,119 @@
+"""From nearest catalogue images to ranked factories.
+
+Each product counts once, with its best image. Its score is the query's cosine similarity to that image,
+plus IDENTICAL_BONUS when local features show it is the same photo (verify.py), since a
+verified copy is stronger evidence than any similarity.
+
+A factory's score is the score of its best-matching product, plus a small bonus for each further
+product of it that also matches closely:
+
+    score = p1 + SUPPORT_WEIGHT * sum(max(0, p_j - (p1 - SUPPORT_MARGIN)) for j = 2..1+MAX_SUPPORT)
+
+where p1 >= p2 >= ... are the factory's product scores. Only products within SUPPORT_MARGIN of the best
+one add anything, so a factory that makes several lookalikes ranks above one with a single equally good
+match, but a crowd of mediocre matches can never outrank one clearly better match: the bonus is at most
+SUPPORT_WEIGHT * MAX_SUPPORT * SUPPORT_MARGIN.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from app.search.verify import Verification
+
+SUPPORT_WEIGHT = 0.25
+SUPPORT_MARGIN = 0.08
+MAX_SUPPORT = 4
+MAX_MATCHES_SHOWN = 5
+# A factory's weaker products are shown as evidence only when close to its best match.
+SHOW_MARGIN = 0.15
+IDENTICAL_BONUS = 0.1
+# Similarity above which a hit is a near-duplicate on its own, by embedder. effnet-lite0 was calibrated with
+# scripts/evaluate.py (see docs/ranking.md); CLIP's value is the usual near-duplicate cut for
+# ViT-B-32 image-image cosine, not calibrated here (no hub weights offline): run the harness and set
+# SOURCELENS_NEAR_DUPLICATE_SIMILARITY. Other models never claim near-duplicates by similarity alone.
+NEAR_DUPLICATE_DEFAULTS = {"effnet-lite0": 0.95, "openclip:ViT-B-32": 0.92}
+
+
+def default_near_duplicate(embedder_name: str) -> float:
+    if embedder_name.endswith(":random"):  # untrained weights: their similarities mean nothing
+        return 1.01
+    for prefix, value in NEAR_DUPLICATE_DEFAULTS.items():
+        if embedder_name.startswith(prefix):
+            return value
+    return 1.01
+
+
+class MatchLevel(StrEnum):
+    IDENTICAL = "identical"  # the same photo, possibly cropped, resized, mirrored, re-coloured or framed
+    NEAR_DUPLICATE = "near_duplicate"  # similarity above the model's calibrated near-duplicate threshold
+    SIMILAR = "similar"  # looks alike; not a confident match on its own
+
+
+@dataclass(frozen=True)
+class Hit:
+    image_id: int
+    product_id: str
+    factory_id: str
+    similarity: float
+    score: float | None = None  # the ranking score; the similarity until evidence adjusts it
+    level: MatchLevel = MatchLevel.SIMILAR
+    verification: Verification | None = None
+
+    @property
+    def rank_score(self) -> float:
+        return self.similarity if self.score is None else self.score
+
+    @property
+    def confident(self) -> bool:
+        return self.level != MatchLevel.SIMILAR
+
+
+@dataclass
+class FactoryScore:
+    factory_id: str
+    score: float
+    matches: list[Hit] = field(default_factory=list)  # best image per product, best first
+
+    @property
+    def confident(self) -> bool:
+        return bool(self.matches) and self.matches[0].confident
+
+
+def with_evidence(hit: Hit, verification: Verification | None, near_duplicate: float) -> Hit:
+    """The hit's match level and score, from its verification (if it had one) and its similarity."""
+    if verification is not None and verification.identical:
+        level, score = MatchLevel.IDENTICAL, hit.similarity + IDENTICAL_BONUS
+    elif hit.similarity >= near_duplicate:
+        level, score = MatchLevel.NEAR_DUPLICATE, hit.similarity
+    elif verification is None and hit.score is None:
+        return hit  # already an unverified similar hit; most of the pool is, and a copy costs 10 µs
+    else:
+        level, score = MatchLevel.SIMILAR, hit.similarity
+    return replace(hit, score=score, level=level, verification=verification)
+
+
+def best_per_product(hits: list[Hit]) -> list[Hit]:
+    best: dict[str, Hit] = {}
+    for hit in hits:
+        if (current := best.get(hit.product_id)) is None or hit.rank_score > current.rank_score:
+            best[hit.product_id] = hit
+    return sorted(best.values(), key=lambda h: (-h.rank_score, h.product_id))
+
+
+def rank_factories(hits: list[Hit]) -> list[FactoryScore]:
+    """Factories best first (ties by id), each with its products best first."""
+    by_factory: dict[str, list[Hit]] = defaultdict(list)
+    for hit in best_per_product(hits):
+        by_factory[hit.factory_id].append(hit)
+    ranked = [_score(factory_id, products) for factory_id, products in by_factory.items()]
+    ranked.sort(key=lambda f: (-f.score, f.factory_id))
+    return ranked
+
+
+def _score(factory_id: str, product_hits: list[Hit]) -> FactoryScore:
+    best = product_hits[0].rank_score  # product_hits come best first
+    floor = best - SUPPORT_MARGIN
+    support = sum(max(0.0, h.rank_score - floor) for h in product_hits[1 : 1 + MAX_SUPPORT])
+    shown = [h for h in product_hits[:MAX_MATCHES_SHOWN] if h.rank_score >= best - SHOW_MARGIN]
+    return FactoryScore(factory_id, best + SUPPORT_WEIGHT * support, shown)

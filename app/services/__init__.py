@@ -1,1 +1,0 @@
-"""Business logic. Knows nothing of HTTP: raises the errors in app.services.errors."""

@@ -1,0 +1,162 @@
+"""The catalogue service on SQLite and on the real PostgreSQL server, each test rolled back."""
+
+import numpy as np
+import pytest
+from helpers import jpeg_bytes
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.catalog.media import MediaStore
+from app.catalog.models import Factory, Image, Product
+from app.catalog.service import CatalogService
+from app.catalog.types import NewFactory, NewProduct
+from app.core.errors import ConflictError, InvalidInputError, NotFoundError
+from app.demo.sample_catalogue import Design, factory_palette, render_product
+from app.search.options import QueryPhoto, SearchOptions
+from embeddings import ImageDecoder, ModelScheduler, NotAnImage, SchedulerPolicy
+from index import FaissIndex
+
+
+@pytest.fixture
+def scheduler(tiny_embedder):
+    scheduler = ModelScheduler(SchedulerPolicy(cores=2))
+    scheduler.start(tiny_embedder)
+    yield scheduler
+    scheduler.close()
+
+
+@pytest.fixture
+def catalog(rolled_back_sessions, tmp_path, tiny_embedder, scheduler):
+    return CatalogService(
+        sessions=rolled_back_sessions,
+        index=FaissIndex.open(tmp_path / "index", tiny_embedder.name, tiny_embedder.dim),
+        media=MediaStore(tmp_path / "media"),
+        decoder=ImageDecoder(max_bytes=2_000_000, max_pixels=10_000_000),
+        preprocess=tiny_embedder.preprocess,
+        scheduler=scheduler,
+        model_name=tiny_embedder.name,
+    )
+
+
+def add_image_row(sessions, product_id: str, digest: str, dim: int = 8) -> int:
+    with sessions() as session:
+        image = Image(
+            product_id=product_id,
+            content_hash=digest,
+            source="t",
+            width=1,
+            height=1,
+            embedder="m",
+            embedding=np.ones(dim, np.float32).tobytes(),
+        )
+        session.add(image)
+        session.commit()
+        return image.id
+
+
+def test_factory_and_product_lifecycle(catalog, rolled_back_sessions):
+    created = catalog.create_factory(NewFactory(id="F1", name="Acme", region="Yiwu", attributes={"iso": 9001}))
+    assert (created.id, created.region, created.product_count) == ("F1", "Yiwu", 0)
+    with pytest.raises(ConflictError):
+        catalog.create_factory(NewFactory(id="F1", name="Again"))
+    product = catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug", price=1.5, moq=100))
+    assert (product.factory_id, product.image_ids) == ("F1", [])
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        catalog.create_product(NewProduct(id="P2", factory_id="ghost", title="x"))
+    with pytest.raises(ConflictError):
+        catalog.create_product(NewProduct(id="P1", factory_id="F1", title="again"))
+    # A null clears the region, an absent field keeps what is stored; a null name is ignored.
+    updated = catalog.update_factory("F1", {"region": None, "name": None})
+    assert (updated.name, updated.region, updated.attributes, updated.product_count) == ("Acme", None, {"iso": 9001}, 1)
+    renamed = catalog.update_product("P1", {"title": "Big mug", "moq": None})
+    assert (renamed.title, renamed.moq, renamed.price) == ("Big mug", None, 1.5)
+    assert catalog.update_product("P1", {"price": None, "title": None}).title == "Big mug"
+    with rolled_back_sessions() as session:
+        assert session.get(Product, "P1").price is None and session.get(Factory, "F1").region is None
+    assert catalog.get_factory("F1").product_count == 1
+    with pytest.raises(NotFoundError, match="factory 'nope' not found"):
+        catalog.get_factory("nope")
+    with pytest.raises(NotFoundError, match="product 'nope' not found"):
+        catalog.update_product("nope", {"title": "x"})
+
+
+def test_listings_page_and_filter(catalog):
+    for factory_id in ("F2", "F1", "F3"):
+        catalog.create_factory(NewFactory(id=factory_id, name=factory_id))
+    for product_id, factory_id in (("P3", "F1"), ("P1", "F1"), ("P2", "F2")):
+        catalog.create_product(NewProduct(id=product_id, factory_id=factory_id, title=product_id))
+    assert [f.id for f in catalog.list_factories()] == ["F1", "F2", "F3"]
+    assert [(f.id, f.product_count) for f in catalog.list_factories(offset=1, limit=1)] == [("F2", 1)]
+    assert [p.id for p in catalog.list_products()] == ["P1", "P2", "P3"]
+    assert [p.id for p in catalog.list_products(factory_id="F1", offset=1)] == ["P3"]
+    assert [p.id for p in catalog.list_products(limit=2)] == ["P1", "P2"]
+
+
+def test_same_bytes_twice_in_a_product_is_refused_by_the_schema(catalog, rolled_back_sessions):
+    catalog.create_factory(NewFactory(id="F1", name="Acme"))
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"))
+    catalog.create_product(NewProduct(id="P2", factory_id="F1", title="Cup"))
+    add_image_row(rolled_back_sessions, "P1", "abc")
+    add_image_row(rolled_back_sessions, "P2", "abc")  # same bytes in another product: a separate image
+    with pytest.raises(IntegrityError):
+        add_image_row(rolled_back_sessions, "P1", "abc")
+
+
+def test_deleting_a_factory_cascades_and_removes_vectors(catalog, rolled_back_sessions):
+    catalog.create_factory(NewFactory(id="F1", name="Acme"))
+    catalog.create_factory(NewFactory(id="F2", name="Other"))
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"))
+    catalog.create_product(NewProduct(id="P2", factory_id="F2", title="Cup"))
+    ids = [add_image_row(rolled_back_sessions, p, d) for p, d in (("P1", "a"), ("P1", "b"), ("P2", "c"))]
+    catalog.index.upsert(np.array(ids), np.eye(3, catalog.index.dim, dtype=np.float32))
+    assert catalog.get_product("P1").image_ids == sorted(ids[:2])
+    assert catalog.delete_factory("F1") == 2
+    assert sorted(catalog.index.ids().tolist()) == [ids[2]]
+    with rolled_back_sessions() as session:
+        assert session.scalars(select(Image.id)).all() == [ids[2]]
+        assert session.get(Product, "P1") is None
+    with pytest.raises(NotFoundError):
+        catalog.delete_factory("F1")
+    assert catalog.delete_product("P2") == 1 and len(catalog.index) == 0
+
+
+def test_an_uploaded_image_is_embedded_stored_and_indexed_once(catalog):
+    catalog.create_factory(NewFactory(id="F1", name="Acme"))
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"))
+    photo = jpeg_bytes(render_product(Design(seed=3, palette=factory_palette(3)), size=400))
+    image, created = catalog.add_image("P1", photo, "upload:mug.jpg")
+    assert created and (image.product_id, image.width, image.height, image.source) == ("P1", 400, 400, "upload:mug.jpg")
+    assert catalog.image_file(image.id).exists() and [i.id for i in catalog.product_images("P1")] == [image.id]
+    assert catalog.index.ids().tolist() == [image.id]
+    again, created_again = catalog.add_image("P1", photo, "upload:again.jpg")
+    assert (again.id, created_again) == (image.id, False)  # the stored image: nothing embedded or indexed twice
+    assert len(catalog.index) == 1
+    with pytest.raises(NotAnImage):
+        catalog.add_image("P1", b"not an image at all", "upload:x")
+    with pytest.raises(NotFoundError):
+        catalog.add_image("nope", photo, "upload:x")
+    assert len(catalog.index) == 1 and catalog.get_product("P1").image_ids == [image.id]
+    catalog.delete_image(image.id)
+    assert len(catalog.index) == 0 and catalog.product_images("P1") == []
+    with pytest.raises(NotFoundError, match=f"image {image.id} not found"):
+        catalog.get_image(image.id)
+    assert catalog.index_status().images == 0
+
+
+def test_a_missing_stored_copy_is_a_clear_not_found(catalog):
+    catalog.create_factory(NewFactory(id="F1", name="Acme"))
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"))
+    image, _ = catalog.add_image("P1", jpeg_bytes(render_product(Design(seed=4, palette=factory_palette(4)))), "u")
+    catalog.image_file(image.id).unlink()
+    with pytest.raises(NotFoundError, match="stored copy"):
+        catalog.image_file(image.id)
+
+
+def test_ingest_and_search_on_postgres(postgres_url, make_services, tiny_embedder, catalogue):
+    services = make_services(tiny_embedder, database_url=postgres_url)
+    assert services.ingest.ingest_manifest(catalogue).added == 28
+    assert services.ingest.ingest_manifest(catalogue).unchanged == 28
+    data = (catalogue.parent / "images" / "F002-P003-1.jpg").read_bytes()
+    result = services.search.run([QueryPhoto(data)], None, SearchOptions(top_k=2))
+    assert result.factories[0].factory_id == "F002"  # identical photo: found even by a random-weight model
+    assert result.factories[0].matches[0].product_id == "F002-P003"

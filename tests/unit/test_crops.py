@@ -1,0 +1,77 @@
+"""Query-side crops: parsing a caller's box, trimming a frame off the subject, turning a tilted photo straight."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from app.core.errors import InvalidInputError
+from app.demo.sample_catalogue import Design, factory_palette, render_product
+from app.search.crops import centre_box, deskewed, parse_bbox, query_crops, scale_box, subject_box
+
+PRODUCTS = [render_product(Design(seed=s, palette=factory_palette(s % 5)), size=320) for s in range(1, 4)]
+
+
+def test_bbox_parsing():
+    assert parse_bbox("10,20,110,220", (400, 300)) == (10, 20, 110, 220)
+    assert parse_bbox("0.25,0,0.75,0.5", (400, 300)) == (100, 0, 300, 150)
+    for bad in ["1,2,3", "a,b,c,d", "50,50,10,10", "0,0,401,10", "0,0,8,8"]:
+        with pytest.raises(InvalidInputError):
+            parse_bbox(bad, (400, 300))
+
+
+def test_subject_crop_trims_pads_and_keeps_full_frames():
+    padded = ImageOps.expand(PRODUCTS[0].resize((100, 100)), border=(150, 30, 20, 90), fill=(0, 90, 0))
+    x0, y0, x1, y1 = subject_box(padded)
+    assert abs(x0 - 150) <= 4 and abs(y0 - 30) <= 4 and abs(x1 - 250) <= 4 and abs(y1 - 130) <= 4
+    assert len(query_crops(padded, auto_crop=True)) == 3
+    assert len(query_crops(padded, auto_crop=False)) == 1
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8))
+    assert subject_box(noise) is None and len(query_crops(noise, auto_crop=True)) == 2  # photo and centre
+
+
+def tilted(image: Image.Image, angle: float, fill=(255, 255, 255)) -> Image.Image:
+    return image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
+
+
+@pytest.mark.parametrize("angle", [-20, -8, 6, 15, 30])
+def test_a_photo_pasted_at_a_tilt_is_turned_straight(angle):
+    photo = PRODUCTS[2].resize((240, 200))
+    straight = deskewed(tilted(photo, angle))
+    assert straight is not None
+    assert abs(straight.width - photo.width) <= 6 and abs(straight.height - photo.height) <= 6
+    a = np.asarray(straight.resize(photo.size).convert("L"), np.float32)
+    b = np.asarray(photo.convert("L"), np.float32)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9  # upright again, not turned further
+
+
+def test_only_tilted_rectangles_on_a_plain_fill_are_deskewed():
+    photo = PRODUCTS[2].resize((240, 200))
+    assert deskewed(photo) is None  # upright already
+    assert deskewed(tilted(photo, 2)) is None  # below the smallest tilt worth a crop
+    noisy = tilted(photo, 15)
+    noisy.putpixel((0, 0), (0, 0, 0))  # corners of different colours: not a pasted photo
+    assert deskewed(noisy) is None
+    assert len(query_crops(tilted(photo, 15), auto_crop=True)) == 4  # photo, straightened, subject, centre
+
+
+def test_a_box_on_the_upload_is_moved_onto_the_reduced_copy():
+    assert scale_box((100, 50, 300, 250), (1000, 500), (320, 160)) == (32, 16, 96, 80)
+    assert scale_box((0, 0, 2, 2), (1000, 1000), (100, 100)) == (0, 0, 1, 1)  # never empty
+
+
+def test_the_centre_crop_keeps_the_middle_80_percent():
+    assert centre_box((0, 0, 100, 50)) == (10, 5, 90, 45)
+    assert centre_box((20, 10, 120, 110)) == (30, 20, 110, 100)
+
+
+def test_a_frame_of_any_uniform_colour_and_width_is_trimmed():
+    noise = np.random.default_rng(1).integers(0, 255, (30, 30, 3), dtype=np.uint8)
+    product = Image.fromarray(noise).resize((120, 120))  # a busy photo, with no background of its own
+    for border, fill in [((40, 8, 8, 8), "white"), ((6, 6, 6, 50), (20, 20, 20)), ((10, 30, 60, 6), (0, 0, 200))]:
+        framed = ImageOps.expand(product, border=border, fill=fill)
+        box = subject_box(framed)
+        left, top, right, bottom = border
+        expected = (left, top, framed.width - right, framed.height - bottom)
+        assert box is not None and all(abs(a - b) <= 4 for a, b in zip(box, expected, strict=True)), (box, expected)
+    assert subject_box(ImageOps.expand(product, border=2, fill="white")) is None  # too thin to be worth a crop
+    assert subject_box(Image.new("RGB", (200, 200), "white")) is None  # nothing but background

@@ -1,0 +1,101 @@
+"""The job store and the pipeline's durability: resume after a crash, claiming on the real PostgreSQL server."""
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+import app.catalog.models  # noqa: F401  (their tables)
+from app.catalog.models import Image
+from app.core.db import create_tables, make_engine, make_session_factory, utcnow
+from app.ingest.jobs import JobStore
+from app.ingest.manifest import parse_manifest, read_manifest
+from app.ingest.models import IngestItem, IngestJob
+
+
+def image_count(services) -> int:
+    with services.sessions() as session:
+        return session.scalar(select(func.count()).select_from(Image)) or 0
+
+
+def test_job_resumes_after_a_crash_without_loss_or_duplicates(make_services, tiny_embedder, catalogue):
+    services = make_services(tiny_embedder, embed_batch_size=4)
+    job_id = services.jobs.create(read_manifest(catalogue), source="t", work_dir=str(catalogue.parent), confined=False)
+    stop, seen = threading.Event(), []
+
+    def crash_after_three_batches(count: int) -> None:
+        seen.append(count)
+        if len(seen) == 3:
+            stop.set()
+
+    first = services.ingest.run_job(job_id, crash_after_three_batches, stop)
+    assert (first.state, first.done, first.added) == ("running", 12, 12)
+    # The index never reached the disk: the restart must rebuild the 12 acknowledged vectors from the database.
+    services.index.remove(services.index.ids())
+    services.index.save()
+
+    restarted = make_services(tiny_embedder, embed_batch_size=4)
+    assert len(restarted.index) == 12
+    assert restarted.jobs.requeue_running() == 1
+    assert restarted.jobs.claim("worker-2", stale_after_s=300) == job_id
+    final = restarted.ingest.run_job(job_id)
+    assert (final.state, final.done, final.added, final.failed) == ("done", 28, 28, 0)
+    assert image_count(restarted) == 28
+    assert restarted.jobs.count_items(job_id, "pending") == 0
+    with restarted.sessions() as session:
+        db_ids = sorted(session.scalars(select(Image.id)))
+    assert sorted(restarted.index.ids().tolist()) == db_ids
+
+
+def test_cli_style_ingest_resumes_its_unfinished_job(make_services, tiny_embedder, catalogue):
+    services = make_services(tiny_embedder, embed_batch_size=8)
+    stop = threading.Event()
+    job_id = services.jobs.create(
+        read_manifest(catalogue), source=str(catalogue.resolve()), work_dir=str(catalogue.parent), confined=False
+    )
+    services.ingest.run_job(job_id, lambda _: stop.set(), stop)
+    report = services.ingest.ingest_manifest(catalogue)
+    assert report.job_id == job_id and (report.done, report.added) == (28, 28)
+    with services.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(IngestItem)) == 28
+
+
+def test_a_job_counts_rows_that_failed_parsing_as_done(rolled_back_sessions):
+    jobs = JobStore(rolled_back_sessions)
+    rows = parse_manifest("factory_id,product_id,image,price\nF1,P1,a.jpg,1\nF1,bad id!,b.jpg,2\nF1,P2,c.jpg,free\n")
+    job_id = jobs.create(rows, source="s", work_dir="/tmp", confined=True)
+    report = jobs.report(job_id)
+    assert (report.state, report.total, report.done, report.failed) == ("queued", 3, 2, 2)
+    assert [(e.line, "product_id" in e.reason or "price" in e.reason) for e in report.errors] == [(3, True), (4, True)]
+    assert jobs.count_items(job_id, "pending") == 1
+    assert jobs.unfinished_for("s") == job_id and jobs.unfinished_for("other") is None
+    jobs.fail(job_id, "disk full")
+    failed = jobs.report(job_id)
+    assert (failed.state, failed.error) == ("failed", "disk full") and failed.finished_at is not None
+    assert jobs.unfinished_for("s") is None
+    assert [r.job_id for r in jobs.recent(limit=1)] == [job_id]  # newest first
+
+
+def test_claim_skips_locked_jobs_and_retakes_silent_ones_on_postgres(postgres_url):
+    engine = make_engine(postgres_url)
+    create_tables(engine)
+    sessions = make_session_factory(engine)
+    jobs = JobStore(sessions)
+    with sessions() as session:
+        session.execute(IngestJob.__table__.delete())
+        session.commit()
+    first = jobs.create([], source="a", work_dir="/tmp", confined=True)
+    second = jobs.create([], source="b", work_dir="/tmp", confined=True)
+    with sessions() as holder:
+        holder.scalar(select(IngestJob).where(IngestJob.id == first).with_for_update())  # worker A's lock
+        assert jobs.claim("worker-b", stale_after_s=60) == second  # skipped the locked row, did not wait
+        holder.commit()
+    assert jobs.claim("worker-c", stale_after_s=60) == first
+    assert jobs.claim("worker-d", stale_after_s=60) is None  # both fresh and running
+    with sessions() as session:
+        session.get(IngestJob, second).heartbeat_at = utcnow() - timedelta(seconds=120)
+        session.commit()
+    assert jobs.claim("worker-d", stale_after_s=60) == second
+    with sessions() as session:
+        assert session.get(IngestJob, second).worker == "worker-d"
+    engine.dispose()
