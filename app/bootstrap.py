@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-# Every table's model module, so that create_tables sees them all.
-import app.catalog.models
-import app.ingest.models  # noqa: F401
+from app.access import models as access_tables
+from app.access.keys import KeyStore
+from app.catalog import models as catalog_tables
 from app.catalog.keeper import IndexKeeper
 from app.catalog.media import MediaStore
 from app.catalog.service import CatalogService
 from app.core.config import Settings
 from app.core.cores import usable_cores
 from app.core.db import create_tables, make_engine, make_session_factory
+from app.ingest import models as ingest_tables
 from app.ingest.archive import ZipLimits
 from app.ingest.fetch import FetchPolicy
 from app.ingest.intake import UploadIntake
@@ -31,6 +32,7 @@ from embeddings import Embedder, ImageDecoder, ModelScheduler, SchedulerPolicy, 
 from index import VectorIndex
 
 log = logging.getLogger(__name__)
+TABLES = (access_tables, catalog_tables, ingest_tables)  # imported so that create_tables sees every table
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Services:
     ingest: IngestPipeline
     runner: JobRunner  # started by the server only
     verify_pool: ThreadPoolExecutor
+    keys: KeyStore
 
     @property
     def index(self) -> VectorIndex:
@@ -75,6 +78,7 @@ def make_scheduler(settings: Settings) -> ModelScheduler:
         torch_threads=settings.torch_threads,
         max_batch=settings.search_batch_max,
         max_wait_s=settings.search_batch_wait_ms / 1000,
+        max_waiting=settings.search_queue_max,
     )
     return ModelScheduler(policy)
 
@@ -88,15 +92,20 @@ def load_model(settings: Settings) -> Embedder:
     )
 
 
+def open_database(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
+    """The engine and sessions on the configured database, its tables created."""
+    settings.ensure_dirs()
+    engine = make_engine(settings.resolved_database_url)
+    create_tables(engine)
+    return engine, make_session_factory(engine)
+
+
 def build_services(
     settings: Settings, model: Embedder | None = None, scheduler: ModelScheduler | None = None
 ) -> Services:
     """Open the database, load the model (unless given), open the index and repair it against the database,
     and build the services on them."""
-    settings.ensure_dirs()
-    engine = make_engine(settings.resolved_database_url)
-    create_tables(engine)
-    sessions = make_session_factory(engine)
+    engine, sessions = open_database(settings)
     model = model or load_model(settings)
     scheduler = scheduler or make_scheduler(settings)
     scheduler.start(model)
@@ -170,5 +179,18 @@ def build_services(
         on_submitted=runner.wake,
     )
     return Services(
-        settings, engine, sessions, scheduler, keeper, media, catalog, search, jobs, intake, ingest, runner, verify_pool
+        settings,
+        engine,
+        sessions,
+        scheduler,
+        keeper,
+        media,
+        catalog,
+        search,
+        jobs,
+        intake,
+        ingest,
+        runner,
+        verify_pool,
+        KeyStore(sessions),
     )

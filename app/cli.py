@@ -12,6 +12,7 @@ from app.core.config import Settings
 if TYPE_CHECKING:
     from tqdm import tqdm
 
+    from app.access.keys import KeyStore
     from app.bootstrap import Services
 
 log = logging.getLogger("sourcelens")
@@ -64,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--port", type=int, help="port (SOURCELENS_PORT, default 8000)")
         command.set_defaults(handler=handler)
     commands.choices["demo"].add_argument("--no-serve", action="store_true", help="ingest only, then exit")
+
+    keys = commands.add_parser("keys", help="create, list or revoke API keys")
+    actions = keys.add_subparsers(required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a key and print its token (shown this once)")
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    create.add_argument("--role", required=True, choices=["admin", "factory", "search"])
+    create.add_argument("--factory", action="append", default=[], help="a factory a factory key may write")
+    create.set_defaults(handler=cmd_keys_create)
+    actions.add_parser("list", help="list keys (never their tokens)").set_defaults(handler=cmd_keys_list)
+    revoke = actions.add_parser("revoke", help="revoke a key: it stops working at once")
+    revoke.add_argument("key_id", type=int)
+    revoke.set_defaults(handler=cmd_keys_revoke)
 
     reindex = commands.add_parser("reindex", help="re-embed the catalogue with the configured model")
     reindex.add_argument("--force", action="store_true", help="re-embed images already embedded by this model")
@@ -135,13 +148,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from app.bootstrap import build_services
-    from app.demo import demo_catalogue, demo_model
+    from app.demo import demo_catalogue, demo_keys, demo_model
 
     manifest = demo_catalogue(settings)
+    settings.anonymous_search = True  # the page searches without a key; writes still need one
     services = build_services(settings, demo_model(settings, model_given=settings.model is not None))
     try:
         report = services.ingest.ingest_manifest(manifest)
         print(f"sample catalogue: {report.summary()}")
+        for line in demo_keys(services.keys, settings.data_dir):
+            print(line)
         if args.no_serve:
             return 0
         print(f"SourceLens demo: open http://{settings.host}:{settings.port}/ (API docs at /docs)")
@@ -150,17 +166,42 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         services.close()
 
 
+def _keys(settings: Settings) -> "KeyStore":
+    from app.access.keys import KeyStore
+    from app.bootstrap import open_database
+
+    return KeyStore(open_database(settings)[1])
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    new = _keys(settings).create(args.name, args.role, args.factory)
+    factories = f" for {', '.join(new.info.factory_ids)}" if new.info.factory_ids else ""
+    print(f"key {new.info.id} ({new.info.role.value}{factories}): {new.token}")
+    print("Store it now: it is shown this once. Send it as 'Authorization: Bearer <key>'.", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    for key in _keys(settings).list():
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+        factories = ",".join(key.factory_ids) or "-"
+        print(f"{key.id:>4}  {key.prefix}…  {key.role.value:<7}  {factories:<20}  used {used:<16}  {state}  {key.name}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    key = _keys(settings).revoke(args.key_id)
+    print(f"key {key.id} ({key.name}) revoked")
+    return 0
+
+
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
-    import app.catalog.models  # noqa: F401  (its tables)
-    from app.bootstrap import load_model
+    from app.bootstrap import load_model, open_database
     from app.catalog.media import MediaStore
     from app.catalog.reindex import count_images, rebuild_index, reembed
-    from app.core.db import create_tables, make_engine, make_session_factory
 
-    settings.ensure_dirs()
-    engine = make_engine(settings.resolved_database_url)
-    create_tables(engine)
-    sessions = make_session_factory(engine)
+    engine, sessions = open_database(settings)
     model = load_model(settings)
     with sessions() as session, _progress_bar(count_images(session), "img") as bar:
         done = reembed(sessions, model, MediaStore(settings.media_dir), bar.update, force=args.force)

@@ -5,14 +5,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from app.access.limiter import RateLimiter
 from app.api.deps import AppState
 from app.api.errors import install_error_handlers
 from app.api.middleware import AdmitSearches, BodySizeLimit
-from app.api.routes import factories, health, images, ingest_jobs, products, search
+from app.api.protection import HostCheck, OriginCheck, RateLimit, SecurityHeaders
+from app.api.routes import factories, health, images, ingest_jobs, keys, products, search
+from app.api.security import Public
 from app.bootstrap import Services, build_services, make_scheduler
 from app.core.config import Settings
 
@@ -40,6 +44,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             jobs=built.jobs,
             intake=built.intake,
             scheduler=built.scheduler,
+            keys=built.keys,
         )
         await run_in_threadpool(built.runner.stop)
         if services is None:
@@ -48,13 +53,28 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(
         title="SourceLens", version="0.1.0", lifespan=lifespan, description="Find the factory behind a product photo."
     )
-    app.add_middleware(BodySizeLimit, limits=body_limits(settings))
+    # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(AdmitSearches, scheduler=scheduler, path=SEARCH_PATH)
+    app.add_middleware(BodySizeLimit, limits=body_limits(settings))
+    limiter = RateLimiter(settings.rate_limit_storage, settings.rate_limit_per_key, settings.rate_limit_per_address)
+    app.add_middleware(RateLimit, limiter=limiter)
+    app.add_middleware(OriginCheck, origins=settings.cors_origins)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["Retry-After", "Location"],
+        )
+    app.add_middleware(HostCheck, hosts=settings.trusted_hosts)
+    app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
-    for module in (search, factories, products, images, ingest_jobs, health):
+    for module in (search, factories, products, images, ingest_jobs, keys, health):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-    app.add_api_route("/", lambda: FileResponse(WEB_DIR / "index.html"), include_in_schema=False)
+    page = lambda: FileResponse(WEB_DIR / "index.html")  # noqa: E731
+    app.add_api_route("/", page, include_in_schema=False, dependencies=[Public])
     return app
 
 

@@ -8,7 +8,7 @@ from embeddings.base import Embedder, Preprocess, TextNotSupported, normalise
 from embeddings.loader import ImageDecoder, ImageError, ImageTooLarge, LoadedImage, NotAnImage, load_image
 from embeddings.openclip import ModelLoadError
 from embeddings.registry import OFFLINE_MODEL, load_embedder
-from embeddings.scheduler import ModelScheduler, SchedulerPolicy, SchedulerStats, Ticket
+from embeddings.scheduler import ModelScheduler, SchedulerBusy, SchedulerPolicy, SchedulerStats, Ticket
 
 __all__ = [
     "OFFLINE_MODEL",
@@ -21,6 +21,7 @@ __all__ = [
     "ModelScheduler",
     "NotAnImage",
     "Preprocess",
+    "SchedulerBusy",
     "SchedulerPolicy",
     "SchedulerStats",
     "TextNotSupported",

@@ -46,6 +46,7 @@ class SchedulerPolicy:
     max_batch: int = 16  # most search images in one forward pass
     max_wait_s: float = 0.05  # how long a forming batch waits for admitted searches on their way
     max_phase_wait_s: float = 0.5  # how long a pass waits for searches' CPU work in progress
+    max_waiting: int = 64  # admitted searches without their vectors yet; more are refused, not queued
 
     @property
     def threads(self) -> int:
@@ -62,11 +63,20 @@ class SchedulerPolicy:
         return self.cores > self.threads
 
 
+class SchedulerBusy(RuntimeError):
+    """Too many searches are waiting for the model: the caller should come back after `retry_after_s`."""
+
+    def __init__(self, waiting: int, retry_after_s: int) -> None:
+        super().__init__(f"{waiting} searches are waiting for the model; retry in {retry_after_s}s")
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True)
 class SchedulerStats:
     batches: int  # forward passes run for searches
     images: int  # search images embedded
     busy_s: float  # seconds of those passes
+    waiting: int = 0  # admitted searches without their vectors yet
 
 
 class Ticket:
@@ -119,11 +129,15 @@ class ModelScheduler:
 
     @property
     def stats(self) -> SchedulerStats:
-        return SchedulerStats(self._batches, self._images, round(self._busy_s, 3))
+        return SchedulerStats(self._batches, self._images, round(self._busy_s, 3), self._in_flight)
 
     def admit(self) -> Ticket:
-        """A search has arrived: batches may wait for it from now on. Never blocks."""
+        """A search has arrived: batches may wait for it from now on. Never blocks: with `max_waiting` searches
+        already admitted and not yet embedded, raises SchedulerBusy instead of letting the queue grow."""
         with self._state:
+            if self._in_flight >= self.policy.max_waiting:
+                # Each pass clears up to max_batch of them; a second is a fair first guess for a pass.
+                raise SchedulerBusy(self._in_flight, 1 + self._in_flight // self.policy.max_batch)
             self._in_flight += 1
         return Ticket(self)
 

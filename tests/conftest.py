@@ -16,6 +16,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a model hub
 
+from helpers import TEST_SETTINGS
 from sqlalchemy import Connection, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,7 +51,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model=TINY_MODEL, precision="fp32", embed_batch_size=8)
+    return Settings(data_dir=tmp_path / "data", model=TINY_MODEL, precision="fp32", embed_batch_size=8, **TEST_SETTINGS)
 
 
 @pytest.fixture
@@ -110,10 +111,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def db_connection(database_url: str) -> Iterator[Connection]:
-    """A connection inside a transaction that is rolled back after the test."""
-    import app.catalog.models
-    import app.ingest.models  # noqa: F401
-
+    """A connection inside a transaction that is rolled back after the test (app.bootstrap, imported above,
+    has imported every table)."""
     engine = make_engine(database_url)
     create_tables(engine)
     with engine.connect() as connection:

@@ -3,17 +3,33 @@
 import io
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.bootstrap import Services, build_services
 from app.core.config import Settings
 from embeddings import Embedder
 
+# TestClient's requests come from "testclient" to host "testserver"; tests other than the rate-limit ones send
+# far more than a person would.
+TEST_SETTINGS: dict[str, object] = {
+    "allowed_hosts": ["testserver"],
+    "rate_limit_per_address": "1000000/minute",
+    "rate_limit_per_key": "1000000/minute",
+}
+
 
 def module_services(factory: pytest.TempPathFactory, model: Embedder, **overrides: object) -> Services:
     """Services on a fresh data directory, for a module-scoped fixture (which must close them)."""
-    settings = Settings(data_dir=factory.mktemp("data"), model=model.name, **overrides)
+    settings = Settings(data_dir=factory.mktemp("data"), model=model.name, **{**TEST_SETTINGS, **overrides})
     return build_services(settings, model)
+
+
+def authorize(client: TestClient, services: Services, role: str = "admin", factories: tuple[str, ...] = ()) -> str:
+    """Make a key and send it with every request of the client; returns the token."""
+    token = services.keys.create(f"test {role}", role, factories).token
+    client.headers["Authorization"] = f"Bearer {token}"
+    return token
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 85) -> bytes:

@@ -2,8 +2,9 @@
 
 from typing import Annotated, TypedDict
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 
+from app.access.keys import KeyStore
 from app.catalog.service import CatalogService
 from app.core.config import Settings
 from app.ingest.intake import UploadIntake
@@ -21,6 +22,7 @@ class AppState(TypedDict):
     jobs: JobStore
     intake: UploadIntake
     scheduler: ModelScheduler
+    keys: KeyStore
 
 
 def get_settings(request: Request) -> Settings:
@@ -47,6 +49,10 @@ def get_scheduler(request: Request) -> ModelScheduler:
     return request.state.scheduler
 
 
+def get_keys(request: Request) -> KeyStore:
+    return request.state.keys
+
+
 def get_ticket(request: Request) -> Ticket | None:
     """The search's place with the scheduler, taken by the middleware when the request arrived."""
     return getattr(request.state, "ticket", None)
@@ -59,7 +65,9 @@ JobsDep = Annotated[JobStore, Depends(get_jobs)]
 IntakeDep = Annotated[UploadIntake, Depends(get_intake)]
 SchedulerDep = Annotated[ModelScheduler, Depends(get_scheduler)]
 TicketDep = Annotated[Ticket | None, Depends(get_ticket)]
+KeysDep = Annotated[KeyStore, Depends(get_keys)]
 
-# Paging parameters shared by the list endpoints.
-Offset = Annotated[int, Query(ge=0, description="How many rows to skip.")]
+# Paging parameters shared by the list endpoints; bounded, so a huge number is a 422, not a database overflow.
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="How many rows to skip.")]
 Limit = Annotated[int, Query(ge=1, le=500, description="How many rows to return.")]
+ImageId = Annotated[int, Path(ge=1, le=2**63 - 1, description="An image's id.")]

@@ -1,5 +1,6 @@
 """Domain results to wire schemas; shared by the HTTP API and `sourcelens search --json`."""
 
+from app.access.keys import KeyInfo
 from app.api.schemas import (
     EvidenceRead,
     FactoryMatchRead,
@@ -7,6 +8,7 @@ from app.api.schemas import (
     ImageRead,
     IngestJobRead,
     ItemErrorRead,
+    KeyRead,
     MatchRead,
     ProductRead,
     SearchRead,
@@ -124,3 +126,7 @@ def job_read(report: IngestReport) -> IngestJobRead:
         created_at=report.created_at,
         finished_at=report.finished_at,
     )
+
+
+def key_read(key: KeyInfo) -> KeyRead:
+    return KeyRead.model_validate(key, from_attributes=True)

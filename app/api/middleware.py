@@ -1,9 +1,11 @@
 """ASGI middleware: request-body caps per path, and admission of searches to the model scheduler."""
 
+import json
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from embeddings import ModelScheduler
+from embeddings import ModelScheduler, SchedulerBusy
 
 
 class BodyTooLarge(HTTPException):
@@ -26,7 +28,7 @@ class BodySizeLimit:
             max_bytes = next(limit for prefix, limit in self.limits if _under(scope["path"], prefix))
             length = dict(scope["headers"]).get(b"content-length", b"")
             if length.isdigit() and int(length) > max_bytes:
-                await _too_large(send, max_bytes)
+                await send_json(send, 413, f"request body is larger than the {max_bytes:,}-byte limit")
                 return
             receive = _capped(receive, max_bytes)
         await self.app(scope, receive, send)
@@ -50,22 +52,19 @@ def _capped(receive: Receive, max_bytes: int) -> Receive:
     return capped
 
 
-async def _too_large(send: Send, max_bytes: int) -> None:
-    body = f'{{"detail":"request body is larger than the {max_bytes:,}-byte limit"}}'.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A complete JSON error response, {"detail": ...}, sent straight from middleware."""
+    body = json.dumps({"detail": detail}).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*start, *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
 class AdmitSearches:
     """Admit a search to the model scheduler the moment it arrives, before its upload is even parsed, so a
     forming batch waits for it instead of running half full. The ticket goes to the route in the request's
-    state, and is released when the search has its vectors or the request ends."""
+    state, and is released when the search has its vectors or the request ends. With too many searches
+    already waiting, the search is refused with 503 and Retry-After rather than queued."""
 
     def __init__(self, app: ASGIApp, scheduler: ModelScheduler, path: str) -> None:
         self.app = app
@@ -76,6 +75,12 @@ class AdmitSearches:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        with self.scheduler.admit() as ticket:
+        try:
+            ticket = self.scheduler.admit()
+        except SchedulerBusy as busy:
+            retry = str(busy.retry_after_s).encode()
+            await send_json(send, 503, str(busy), [(b"retry-after", retry)])
+            return
+        with ticket:
             scope.setdefault("state", {})["ticket"] = ticket
             await self.app(scope, receive, send)

@@ -1,11 +1,12 @@
 """Request and response bodies of the HTTP API (XCreate / XUpdate / XRead)."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.catalog.types import ID_PATTERN
+from app.core.access import Role
+from app.core.ids import ID_PATTERN
 
 
 class FactoryBase(BaseModel):
@@ -157,3 +158,26 @@ class IngestJobRead(BaseModel):
     error: str | None = Field(description="Why the whole job failed, if it did.")
     created_at: datetime | None
     finished_at: datetime | None
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=255, description="Who or what the key is for.")
+    role: Role = Field(description="admin (everything), factory (its factories' catalogue and jobs), search.")
+    factory_ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] = Field(
+        default_factory=list, max_length=100, description="For a factory key: the factories it may write."
+    )
+
+
+class KeyRead(BaseModel):
+    id: int
+    name: str
+    role: Role
+    factory_ids: list[str]
+    prefix: str = Field(description="The token's first characters, to tell keys apart.")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreatedRead(KeyRead):
+    token: str = Field(description="The key itself. Shown this once: store it now.")

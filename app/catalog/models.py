@@ -3,10 +3,10 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.core.db import Base, RowId, utcnow
+from app.core.db import Base, RowId, UTCDateTime, utcnow
 
 
 class Factory(Base):
@@ -16,7 +16,7 @@ class Factory(Base):
     name: Mapped[str] = mapped_column(String(255))
     region: Mapped[str | None] = mapped_column(String(255))
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     products: Mapped[list["Product"]] = relationship(
         back_populates="factory", cascade="all, delete-orphan", passive_deletes=True
@@ -33,7 +33,7 @@ class Product(Base):
     price: Mapped[float | None] = mapped_column(Float)
     moq: Mapped[int | None] = mapped_column(Integer)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     factory: Mapped[Factory] = relationship(back_populates="products")
     images: Mapped[list["Image"]] = relationship(
@@ -54,6 +54,6 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     embedder: Mapped[str] = mapped_column(String(255), index=True)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, unit length
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     product: Mapped[Product] = relationship(back_populates="images")

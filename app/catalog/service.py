@@ -2,7 +2,8 @@
 
 Order of writes: database commit first, then the index. If the process dies in between, the start-up
 reconcile (index_sync.py) repairs the index from the database. Each method owns its transaction and returns
-dataclasses built inside it (types.py).
+dataclasses built inside it (types.py). Writes take the `actor` making them: a factory key may change only
+its own factories, their products and images.
 """
 
 import hashlib
@@ -19,6 +20,7 @@ from app.catalog.index_sync import vector_to_bytes
 from app.catalog.media import MediaStore
 from app.catalog.models import Factory, Image, Product
 from app.catalog.types import FactoryInfo, ImageInfo, IndexStatus, NewFactory, NewProduct, ProductInfo
+from app.core.access import Principal
 from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from embeddings import ImageDecoder, LoadedImage, ModelScheduler, Preprocess
 from index import VectorIndex
@@ -54,7 +56,8 @@ class CatalogService:
 
     # --- factories ---------------------------------------------------------------------------------
 
-    def create_factory(self, new: NewFactory) -> FactoryInfo:
+    def create_factory(self, new: NewFactory, actor: Principal) -> FactoryInfo:
+        actor.check_write(new.id)
         with self.sessions() as session:
             if session.get(Factory, new.id):
                 raise ConflictError(f"factory {new.id!r} already exists")
@@ -74,15 +77,17 @@ class CatalogService:
             counts = _product_counts(session, [factory.id for factory in factories])
             return [factory_info(factory, counts.get(factory.id, 0)) for factory in factories]
 
-    def update_factory(self, factory_id: str, changes: Mapping[str, Any]) -> FactoryInfo:
+    def update_factory(self, factory_id: str, changes: Mapping[str, Any], actor: Principal) -> FactoryInfo:
+        actor.check_write(factory_id)
         with self.sessions() as session:
             factory = _factory(session, factory_id)
             _apply(factory, changes, CLEARABLE_FACTORY_FIELDS)
             session.commit()
             return factory_info(factory, _product_counts(session, [factory_id]).get(factory_id, 0))
 
-    def delete_factory(self, factory_id: str) -> int:
+    def delete_factory(self, factory_id: str, actor: Principal) -> int:
         """Delete a factory with its products and images; returns how many vectors were removed."""
+        actor.check_write(factory_id)
         with self.sessions() as session:
             factory = _factory(session, factory_id)
             image_ids = list(session.scalars(select(Image.id).join(Product).where(Product.factory_id == factory_id)))
@@ -92,7 +97,8 @@ class CatalogService:
 
     # --- products ----------------------------------------------------------------------------------
 
-    def create_product(self, new: NewProduct) -> ProductInfo:
+    def create_product(self, new: NewProduct, actor: Principal) -> ProductInfo:
+        actor.check_write(new.factory_id)
         with self.sessions() as session:
             if session.get(Factory, new.factory_id) is None:
                 raise InvalidInputError(f"factory {new.factory_id!r} does not exist; create it first")
@@ -123,16 +129,18 @@ class CatalogService:
         with self.sessions() as session:
             return [product_info(p, [image.id for image in p.images]) for p in session.scalars(query)]
 
-    def update_product(self, product_id: str, changes: Mapping[str, Any]) -> ProductInfo:
+    def update_product(self, product_id: str, changes: Mapping[str, Any], actor: Principal) -> ProductInfo:
         with self.sessions() as session:
             product = _product(session, product_id)
+            actor.check_write(product.factory_id)
             _apply(product, changes, CLEARABLE_PRODUCT_FIELDS)
             session.commit()
             return product_info(product, [image.id for image in product.images])
 
-    def delete_product(self, product_id: str) -> int:
+    def delete_product(self, product_id: str, actor: Principal) -> int:
         with self.sessions() as session:
             product = _product(session, product_id)
+            actor.check_write(product.factory_id)
             image_ids = [image.id for image in product.images]
             session.delete(product)
             session.commit()
@@ -155,11 +163,11 @@ class CatalogService:
             raise NotFoundError(f"the stored copy of image {image_id} is missing")
         return path
 
-    def add_image(self, product_id: str, data: bytes, source: str) -> tuple[ImageInfo, bool]:
+    def add_image(self, product_id: str, data: bytes, source: str, actor: Principal) -> tuple[ImageInfo, bool]:
         """Decode, embed and store one image; (image, created). Known bytes return the stored image."""
         digest = content_hash(data)
         with self.sessions() as session:
-            _product(session, product_id)
+            actor.check_write(_product(session, product_id).factory_id)
             if (existing := _find_image(session, product_id, digest)) is not None:
                 return image_info(existing), False
         loaded = self.decoder.decode(data)
@@ -179,9 +187,11 @@ class CatalogService:
             self.index.upsert(np.array([image.id]), vector[None, :])
             return image_info(image), True
 
-    def delete_image(self, image_id: int) -> None:
+    def delete_image(self, image_id: int, actor: Principal) -> None:
         with self.sessions() as session:
-            session.delete(_image(session, image_id))
+            image = _image(session, image_id)
+            actor.check_write(image.product.factory_id)
+            session.delete(image)
             session.commit()
         self.index.remove(np.array([image_id], dtype=np.int64))
 

@@ -4,9 +4,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-# Ids that factories choose for their factories and products.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-
 
 @dataclass(frozen=True)
 class NewFactory:

@@ -83,6 +83,45 @@ class Settings(BaseSettings):
         description="Hosts exempt from the private-address check (for tests and intranets).",
     )
 
+    url_deadline_s: float = Field(
+        default=60.0, gt=0, description="Longest a URL fetch may take in all, however slowly bytes trickle in."
+    )
+    max_concurrent_fetches: int = Field(default=8, ge=1, le=256, description="URL fetches in flight at once.")
+
+    # Catalogue input.
+    max_manifest_rows: int = Field(default=100_000, ge=1, description="Rows in one manifest or job.")
+    max_attributes_bytes: int = Field(
+        default=16 * 1024, ge=2, description="Largest JSON of a factory's or product's attributes."
+    )
+
+    # Access and abuse limits.
+    anonymous_search: bool = Field(
+        default=False,
+        description="Let callers without a key search and read the public catalogue (a public seller page). "
+        "Writes always need a key.",
+    )
+    rate_limit_per_key: str = Field(default="600/minute", description="Requests per API key (limits syntax).")
+    rate_limit_per_address: str = Field(default="120/minute", description="Requests per client address.")
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate-limit counts live: memory:// for one process, redis://host:6379 for several.",
+    )
+    search_queue_max: int = Field(
+        default=32,
+        ge=1,
+        description="Searches admitted and waiting for the model; beyond it a search gets 503 and Retry-After.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1"],
+        description="Host headers the server answers (DNS-rebinding protection); '*' for any. Serving on "
+        "0.0.0.0 behind a name: add the name.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins allowed to call the API from a browser; none by default, and a cross-origin "
+        "write from an origin not listed is refused.",
+    )
+
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -97,6 +136,12 @@ class Settings(BaseSettings):
         if self.model:
             return self.model
         return stored_index_model(self.index_dir) or DEFAULT_MODEL
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """allowed_hosts, and the address `serve` binds to when it is a particular one."""
+        bound = [] if self.host in ("0.0.0.0", "::", "") else [self.host]
+        return [*self.allowed_hosts, *bound]
 
     @property
     def index_dir(self) -> Path:

@@ -4,10 +4,15 @@ production path. Tables are declared by the packages that own them (catalog/mode
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Engine, Integer, create_engine, event
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Engine, Integer, TypeDecorator, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError as DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 SQLITE_POOL_SIZE = 32  # connections kept open: requests run on a thread pool of up to 40
+SQLITE_BUSY_TIMEOUT_S = 30  # how long a writer waits for SQLite's lock before giving up
+# What a database says when it is busy for now rather than broken: retrying later will do.
+TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "could not obtain lock", "deadlock detected")
 
 # BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY auto-increments.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
@@ -15,6 +20,23 @@ RowId = BigInteger().with_variant(Integer(), "sqlite")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A moment in UTC, aware on the way in and out on every database (SQLite drops the zone on its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware one (UTC)")
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -29,7 +51,7 @@ def make_engine(url: str) -> Engine:
         # 5 + 10 overflow closed and reopened connections (and re-ran the pragmas) under load.
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
             pool_size=SQLITE_POOL_SIZE,
             max_overflow=SQLITE_POOL_SIZE,
         )
@@ -53,3 +75,25 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def create_tables(engine: Engine) -> None:
     """Every table whose model module has been imported (bootstrap imports them all)."""
     Base.metadata.create_all(engine)
+
+
+def transient_retry_after(exc: BaseException) -> int | None:
+    """Seconds after which to retry, when `exc` says the database is busy for now (a lock held too long, a
+    connection lost); None for anything else."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return 1
+    if isinstance(exc, OperationalError) and any(m in str(exc.orig).lower() for m in TRANSIENT_MESSAGES):
+        return 2
+    return None
+
+
+__all__ = [
+    "Base",
+    "DatabaseError",
+    "RowId",
+    "UTCDateTime",
+    "create_tables",
+    "make_engine",
+    "make_session_factory",
+    "utcnow",
+]

@@ -8,6 +8,7 @@ import logging
 import socket
 from pathlib import Path
 
+from app.access.keys import KeyStore
 from app.core.config import Settings
 from app.demo.sample_catalogue import write_catalogue
 from embeddings import OFFLINE_MODEL, Embedder, ModelLoadError, load_embedder
@@ -24,6 +25,24 @@ def demo_catalogue(settings: Settings) -> Path:
         log.info("drawing the sample catalogue in %s", directory)
         write_catalogue(directory)
     return manifest
+
+
+DEMO_FACTORY = "F001"
+
+
+def demo_keys(keys: KeyStore, data_dir: Path) -> list[str]:
+    """An admin key and a key for the first sample factory, made on the first run and kept (readable by the
+    owner only) in the data directory, so every run can say how to write to the demo."""
+    saved = data_dir / "demo-keys.txt"
+    if not saved.exists():
+        admin = keys.create("demo admin", "admin")
+        factory = keys.create(f"demo factory {DEMO_FACTORY}", "factory", [DEMO_FACTORY])
+        saved.write_text(f"admin key: {admin.token}\nfactory key ({DEMO_FACTORY}): {factory.token}\n")
+        saved.chmod(0o600)
+    return [
+        *saved.read_text().splitlines(),
+        "Search and the page need no key here; writes do: send 'Authorization: Bearer <key>'.",
+    ]
 
 
 def demo_model(settings: Settings, model_given: bool) -> Embedder:

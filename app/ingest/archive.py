@@ -56,7 +56,7 @@ def check_members(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
 
 def safe_name(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
-    if "\\" in name or name.startswith("/") or ":" in path.parts[0] or ".." in path.parts or not path.parts:
+    if not path.parts or "\\" in name or name.startswith("/") or ":" in path.parts[0] or ".." in path.parts:
         raise InvalidInputError(f"archive member name {name!r} is unsafe (absolute or escaping); refused")
     return path
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from app.core.access import Principal
 from app.core.errors import InvalidInputError, PayloadTooLargeError
 from app.ingest.archive import ZipLimits, extract_catalogue
 from app.ingest.jobs import IngestReport, JobStore
@@ -31,16 +32,18 @@ class UploadIntake:
         self.max_bytes = max_bytes
         self.on_submitted = on_submitted  # a job was queued: the runner may look now
 
-    def submit(self, filename: str, upload: BinaryIO) -> IngestReport:
-        """Store, check and unpack the upload, read its manifest, queue the job. Bad input leaves nothing behind."""
+    def submit(self, filename: str, upload: BinaryIO, owner: Principal) -> IngestReport:
+        """Store, check and unpack the upload, read its manifest, queue the job for `owner` (a factory key's job
+        writes only its factories). Bad input leaves nothing behind."""
         job_id = uuid.uuid4().hex
         job_dir = self.jobs_dir / job_id
         job_dir.mkdir(parents=True)
         try:
             manifest = self._unpack(filename, upload, job_dir)
             rows = read_manifest(manifest)
+            source = f"upload:{filename}"
             self.jobs.create(
-                rows, source=f"upload:{filename}", work_dir=str(manifest.parent), confined=True, job_id=job_id
+                rows, source=source, work_dir=str(manifest.parent), confined=True, job_id=job_id, owner=owner
             )
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)

@@ -5,6 +5,7 @@ several worker processes can share one database: each claims a different queued 
 worker stopped sending heartbeats is taken over by another.
 """
 
+import itertools
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.access import Principal
 from app.core.db import utcnow
 from app.core.errors import NotFoundError
 from app.ingest.manifest import ManifestRow, RowError
@@ -39,6 +41,7 @@ class IngestReport:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     elapsed_s: float = 0.0
     error: str | None = None  # why the whole job failed, if it did
+    factory_ids: list[str] = field(default_factory=list)  # the factories its rows may write (empty: any)
     created_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -70,9 +73,11 @@ class JobStore:
         work_dir: str,
         confined: bool,
         job_id: str | None = None,
+        owner: Principal | None = None,
     ) -> str:
         """A queued job with one item per manifest row (rows that failed parsing are done, failed, already);
-        returns its id."""
+        returns its id. A factory key's job may write only that key's factories."""
+        owner = owner or Principal.system()
         bad = [row for row in rows if isinstance(row, RowError)]
         with self.sessions() as session:
             job = IngestJob(
@@ -85,6 +90,8 @@ class JobStore:
                 done=len(bad),
                 failed=len(bad),
                 stage_seconds=dict.fromkeys(STAGES, 0.0),
+                factory_ids=[] if owner.is_admin else sorted(owner.factory_ids),
+                owner_key_id=owner.key_id,
             )
             session.add(job)
             session.flush()
@@ -127,15 +134,27 @@ class JobStore:
             job.state, job.error, job.finished_at = "failed", error[:TEXT_LIMIT], utcnow()
             session.commit()
 
-    def report(self, job_id: str, max_errors: int = 1000) -> IngestReport:
+    def report(self, job_id: str, max_errors: int = 1000, viewer: Principal | None = None) -> IngestReport:
+        """The job's report; a job the viewer may not see is reported as not found."""
         with self.sessions() as session:
-            return job_report(session, job_id, max_errors)
+            report = job_report(session, job_id, max_errors)
+        if viewer is not None and not viewer.sees_job(report.factory_ids):
+            raise NotFoundError(f"ingest job {job_id!r} not found")
+        return report
 
-    def recent(self, *, offset: int = 0, limit: int = 50, max_errors: int = 20) -> list[IngestReport]:
-        """Newest first."""
-        query = select(IngestJob.id).order_by(IngestJob.created_at.desc(), IngestJob.id).offset(offset).limit(limit)
+    def recent(
+        self, *, offset: int = 0, limit: int = 50, max_errors: int = 20, viewer: Principal | None = None
+    ) -> list[IngestReport]:
+        """Newest first; only the jobs the viewer may see."""
+        query = select(IngestJob.id, IngestJob.factory_ids).order_by(IngestJob.created_at.desc(), IngestJob.id)
+        viewer = viewer or Principal.system()
         with self.sessions() as session:
-            return [job_report(session, job_id, max_errors) for job_id in session.scalars(query)]
+            if viewer.is_admin:
+                visible = list(session.scalars(query.offset(offset).limit(limit)))
+            else:  # JSON lists compare in Python, the same on SQLite and PostgreSQL
+                seen = (job_id for job_id, factories in session.execute(query) if viewer.sees_job(factories))
+                visible = list(itertools.islice(seen, offset, offset + limit))
+            return [job_report(session, job_id, max_errors) for job_id in visible]
 
     def count_items(self, job_id: str, state: str) -> int:
         query = (
@@ -180,6 +199,7 @@ def job_report(session: Session, job_id: str, max_errors: int = 1000) -> IngestR
         stage_seconds={**dict.fromkeys(STAGES, 0.0), **job.stage_seconds},
         elapsed_s=job.run_seconds,
         error=job.error,
+        factory_ids=list(job.factory_ids or []),
         created_at=job.created_at,
         finished_at=job.finished_at,
     )

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.catalog.types import ID_PATTERN
 from app.core.errors import InvalidInputError
+from app.core.ids import ID_PATTERN
 
 KNOWN_COLUMNS = ("factory_id", "factory_name", "region", "product_id", "title", "category", "price", "moq", "image")
 REQUIRED_COLUMNS = ("factory_id", "product_id", "image")

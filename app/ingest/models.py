@@ -4,10 +4,10 @@ produce, so after a crash a job resumes exactly at its first unacknowledged item
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, RowId, utcnow
+from app.core.db import Base, RowId, UTCDateTime, utcnow
 
 
 class IngestJob(Base):
@@ -21,6 +21,9 @@ class IngestJob(Base):
     source: Mapped[str] = mapped_column(String(2048))  # what was uploaded or which manifest was named
     work_dir: Mapped[str] = mapped_column(String(2048))  # where relative image paths resolve
     confined: Mapped[bool] = mapped_column(default=True)  # relative paths may not leave work_dir
+    # The factories its rows may write, when a factory key submitted it (empty: any, for admins); and that key.
+    factory_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    owner_key_id: Mapped[int | None] = mapped_column(RowId)
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     added: Mapped[int] = mapped_column(Integer, default=0)
@@ -31,9 +34,9 @@ class IngestJob(Base):
     stage_seconds: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(String(2048))
     worker: Mapped[str | None] = mapped_column(String(128))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class IngestItem(Base):

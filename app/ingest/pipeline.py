@@ -51,6 +51,7 @@ class JobContext:
     job_id: str
     base_dir: Path
     confine: bool
+    factory_ids: frozenset[str]  # the factories its rows may write; empty: any
     known: set[tuple[str, str]]  # (product_id, content hash) already stored
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
@@ -109,7 +110,8 @@ class IngestPipeline:
             job = get_job(session, job_id)
             job.state, job.heartbeat_at = "running", utcnow()
             session.commit()
-            context = JobContext(job.id, Path(job.work_dir), job.confined, set())
+            allowed = frozenset(job.factory_ids or [])
+            context = JobContext(job.id, Path(job.work_dir), job.confined, allowed, set())
             item_ids = pending_item_ids(session, job_id)
             size = self.settings.batch_size
             batches = [item_ids[i : i + size] for i in range(0, len(item_ids), size)]
@@ -157,6 +159,8 @@ class IngestPipeline:
         started = time.perf_counter()
         row = item.row
         try:
+            if context.factory_ids and row.factory_id not in context.factory_ids:
+                raise ValueError(f"this job's key may not write factory {row.factory_id!r}")
             if row.image.startswith(("http://", "https://")):
                 data = fetch_url(row.image, self.fetch)
             elif "://" in row.image:

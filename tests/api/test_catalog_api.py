@@ -2,7 +2,7 @@
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import jpeg_bytes, png_bytes
+from helpers import authorize, jpeg_bytes, png_bytes
 from PIL import Image
 
 from app.demo.sample_catalogue import Design, factory_palette, render_product
@@ -18,6 +18,7 @@ def client(make_services, effnet_embedder):
     services = make_services(effnet_embedder, max_upload_bytes=2_000_000, max_image_bytes=2_000_000)
     with TestClient(create_app(services.settings, services)) as test_client:
         test_client.services = services
+        authorize(test_client, services)
         yield test_client
 
 

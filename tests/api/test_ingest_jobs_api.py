@@ -2,6 +2,7 @@
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import authorize
 from jobtools import catalogue_zip, image_server, wait_for_job, zip_of
 from sqlalchemy import func, select
 
@@ -18,6 +19,7 @@ def client_for(make_services, tiny_embedder):
         client = TestClient(create_app(services.settings, services))
         client.__enter__()
         client.services = services
+        authorize(client, services)
         clients.append(client)
         return client
 

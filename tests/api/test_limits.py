@@ -2,6 +2,7 @@
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import authorize
 from jobtools import catalogue_zip
 
 from app.main import create_app
@@ -14,6 +15,7 @@ def client(make_services, tiny_embedder):
     services = make_services(tiny_embedder, **limits)
     with TestClient(create_app(services.settings, services)) as test_client:
         test_client.services = services
+        authorize(test_client, services)
         yield test_client
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import jpeg_bytes, module_services
+from helpers import authorize, jpeg_bytes, module_services
 from PIL import Image, ImageOps
 
 from app.demo.sample_catalogue import Design, render_product
@@ -21,6 +21,7 @@ def client(tmp_path_factory, effnet_embedder, catalogue):
     assert services.ingest.ingest_manifest(catalogue).added == 28
     with TestClient(create_app(services.settings, services)) as test_client:
         test_client.services = services
+        authorize(test_client, services)
         yield test_client
     services.close()
 
@@ -225,6 +226,7 @@ def test_text_and_photo_plus_text_with_a_clip_model(make_services, tiny_embedder
     services = make_services(tiny_embedder)
     services.ingest.ingest_manifest(catalogue)
     with TestClient(create_app(services.settings, services)) as tiny:
+        authorize(tiny, services, "search")
         text = tiny.post("/api/v1/search", data={"text": "a ceramic mug", "top_k": "3"}).json()
         assert len(text["factories"]) == 3 and text["confident_match"] is False  # listed, never claimed
         photo = Image.open(io.BytesIO((catalogue.parent / "images" / "F002-P002-1.jpg").read_bytes()))

@@ -10,11 +10,14 @@ from app.catalog.media import MediaStore
 from app.catalog.models import Factory, Image, Product
 from app.catalog.service import CatalogService
 from app.catalog.types import NewFactory, NewProduct
-from app.core.errors import ConflictError, InvalidInputError, NotFoundError
+from app.core.access import Principal, Role
+from app.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from app.demo.sample_catalogue import Design, factory_palette, render_product
 from app.search.options import QueryPhoto, SearchOptions
 from embeddings import ImageDecoder, ModelScheduler, NotAnImage, SchedulerPolicy
 from index import FaissIndex
+
+ADMIN = Principal.system()
 
 
 @pytest.fixture
@@ -55,36 +58,36 @@ def add_image_row(sessions, product_id: str, digest: str, dim: int = 8) -> int:
 
 
 def test_factory_and_product_lifecycle(catalog, rolled_back_sessions):
-    created = catalog.create_factory(NewFactory(id="F1", name="Acme", region="Yiwu", attributes={"iso": 9001}))
+    created = catalog.create_factory(NewFactory(id="F1", name="Acme", region="Yiwu", attributes={"iso": 9001}), ADMIN)
     assert (created.id, created.region, created.product_count) == ("F1", "Yiwu", 0)
     with pytest.raises(ConflictError):
-        catalog.create_factory(NewFactory(id="F1", name="Again"))
-    product = catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug", price=1.5, moq=100))
+        catalog.create_factory(NewFactory(id="F1", name="Again"), ADMIN)
+    product = catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug", price=1.5, moq=100), ADMIN)
     assert (product.factory_id, product.image_ids) == ("F1", [])
     with pytest.raises(InvalidInputError, match="does not exist"):
-        catalog.create_product(NewProduct(id="P2", factory_id="ghost", title="x"))
+        catalog.create_product(NewProduct(id="P2", factory_id="ghost", title="x"), ADMIN)
     with pytest.raises(ConflictError):
-        catalog.create_product(NewProduct(id="P1", factory_id="F1", title="again"))
+        catalog.create_product(NewProduct(id="P1", factory_id="F1", title="again"), ADMIN)
     # A null clears the region, an absent field keeps what is stored; a null name is ignored.
-    updated = catalog.update_factory("F1", {"region": None, "name": None})
+    updated = catalog.update_factory("F1", {"region": None, "name": None}, ADMIN)
     assert (updated.name, updated.region, updated.attributes, updated.product_count) == ("Acme", None, {"iso": 9001}, 1)
-    renamed = catalog.update_product("P1", {"title": "Big mug", "moq": None})
+    renamed = catalog.update_product("P1", {"title": "Big mug", "moq": None}, ADMIN)
     assert (renamed.title, renamed.moq, renamed.price) == ("Big mug", None, 1.5)
-    assert catalog.update_product("P1", {"price": None, "title": None}).title == "Big mug"
+    assert catalog.update_product("P1", {"price": None, "title": None}, ADMIN).title == "Big mug"
     with rolled_back_sessions() as session:
         assert session.get(Product, "P1").price is None and session.get(Factory, "F1").region is None
     assert catalog.get_factory("F1").product_count == 1
     with pytest.raises(NotFoundError, match="factory 'nope' not found"):
         catalog.get_factory("nope")
     with pytest.raises(NotFoundError, match="product 'nope' not found"):
-        catalog.update_product("nope", {"title": "x"})
+        catalog.update_product("nope", {"title": "x"}, ADMIN)
 
 
 def test_listings_page_and_filter(catalog):
     for factory_id in ("F2", "F1", "F3"):
-        catalog.create_factory(NewFactory(id=factory_id, name=factory_id))
+        catalog.create_factory(NewFactory(id=factory_id, name=factory_id), ADMIN)
     for product_id, factory_id in (("P3", "F1"), ("P1", "F1"), ("P2", "F2")):
-        catalog.create_product(NewProduct(id=product_id, factory_id=factory_id, title=product_id))
+        catalog.create_product(NewProduct(id=product_id, factory_id=factory_id, title=product_id), ADMIN)
     assert [f.id for f in catalog.list_factories()] == ["F1", "F2", "F3"]
     assert [(f.id, f.product_count) for f in catalog.list_factories(offset=1, limit=1)] == [("F2", 1)]
     assert [p.id for p in catalog.list_products()] == ["P1", "P2", "P3"]
@@ -93,9 +96,9 @@ def test_listings_page_and_filter(catalog):
 
 
 def test_same_bytes_twice_in_a_product_is_refused_by_the_schema(catalog, rolled_back_sessions):
-    catalog.create_factory(NewFactory(id="F1", name="Acme"))
-    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"))
-    catalog.create_product(NewProduct(id="P2", factory_id="F1", title="Cup"))
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
+    catalog.create_product(NewProduct(id="P2", factory_id="F1", title="Cup"), ADMIN)
     add_image_row(rolled_back_sessions, "P1", "abc")
     add_image_row(rolled_back_sessions, "P2", "abc")  # same bytes in another product: a separate image
     with pytest.raises(IntegrityError):
@@ -103,40 +106,40 @@ def test_same_bytes_twice_in_a_product_is_refused_by_the_schema(catalog, rolled_
 
 
 def test_deleting_a_factory_cascades_and_removes_vectors(catalog, rolled_back_sessions):
-    catalog.create_factory(NewFactory(id="F1", name="Acme"))
-    catalog.create_factory(NewFactory(id="F2", name="Other"))
-    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"))
-    catalog.create_product(NewProduct(id="P2", factory_id="F2", title="Cup"))
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_factory(NewFactory(id="F2", name="Other"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
+    catalog.create_product(NewProduct(id="P2", factory_id="F2", title="Cup"), ADMIN)
     ids = [add_image_row(rolled_back_sessions, p, d) for p, d in (("P1", "a"), ("P1", "b"), ("P2", "c"))]
     catalog.index.upsert(np.array(ids), np.eye(3, catalog.index.dim, dtype=np.float32))
     assert catalog.get_product("P1").image_ids == sorted(ids[:2])
-    assert catalog.delete_factory("F1") == 2
+    assert catalog.delete_factory("F1", ADMIN) == 2
     assert sorted(catalog.index.ids().tolist()) == [ids[2]]
     with rolled_back_sessions() as session:
         assert session.scalars(select(Image.id)).all() == [ids[2]]
         assert session.get(Product, "P1") is None
     with pytest.raises(NotFoundError):
-        catalog.delete_factory("F1")
-    assert catalog.delete_product("P2") == 1 and len(catalog.index) == 0
+        catalog.delete_factory("F1", ADMIN)
+    assert catalog.delete_product("P2", ADMIN) == 1 and len(catalog.index) == 0
 
 
 def test_an_uploaded_image_is_embedded_stored_and_indexed_once(catalog):
-    catalog.create_factory(NewFactory(id="F1", name="Acme"))
-    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"))
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
     photo = jpeg_bytes(render_product(Design(seed=3, palette=factory_palette(3)), size=400))
-    image, created = catalog.add_image("P1", photo, "upload:mug.jpg")
+    image, created = catalog.add_image("P1", photo, "upload:mug.jpg", ADMIN)
     assert created and (image.product_id, image.width, image.height, image.source) == ("P1", 400, 400, "upload:mug.jpg")
     assert catalog.image_file(image.id).exists() and [i.id for i in catalog.product_images("P1")] == [image.id]
     assert catalog.index.ids().tolist() == [image.id]
-    again, created_again = catalog.add_image("P1", photo, "upload:again.jpg")
+    again, created_again = catalog.add_image("P1", photo, "upload:again.jpg", ADMIN)
     assert (again.id, created_again) == (image.id, False)  # the stored image: nothing embedded or indexed twice
     assert len(catalog.index) == 1
     with pytest.raises(NotAnImage):
-        catalog.add_image("P1", b"not an image at all", "upload:x")
+        catalog.add_image("P1", b"not an image at all", "upload:x", ADMIN)
     with pytest.raises(NotFoundError):
-        catalog.add_image("nope", photo, "upload:x")
+        catalog.add_image("nope", photo, "upload:x", ADMIN)
     assert len(catalog.index) == 1 and catalog.get_product("P1").image_ids == [image.id]
-    catalog.delete_image(image.id)
+    catalog.delete_image(image.id, ADMIN)
     assert len(catalog.index) == 0 and catalog.product_images("P1") == []
     with pytest.raises(NotFoundError, match=f"image {image.id} not found"):
         catalog.get_image(image.id)
@@ -144,12 +147,45 @@ def test_an_uploaded_image_is_embedded_stored_and_indexed_once(catalog):
 
 
 def test_a_missing_stored_copy_is_a_clear_not_found(catalog):
-    catalog.create_factory(NewFactory(id="F1", name="Acme"))
-    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"))
-    image, _ = catalog.add_image("P1", jpeg_bytes(render_product(Design(seed=4, palette=factory_palette(4)))), "u")
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
+    photo = jpeg_bytes(render_product(Design(seed=4, palette=factory_palette(4))))
+    image, _ = catalog.add_image("P1", photo, "u", ADMIN)
     catalog.image_file(image.id).unlink()
     with pytest.raises(NotFoundError, match="stored copy"):
         catalog.image_file(image.id)
+
+
+def test_a_factory_key_changes_only_its_own_factories(catalog):
+    mine = Principal(Role.FACTORY, frozenset({"F1"}), key_id=7, name="acme portal")
+    search_key = Principal(Role.SEARCH, key_id=8)
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), mine)
+    catalog.create_factory(NewFactory(id="F2", name="Other"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), mine)
+    catalog.create_product(NewProduct(id="P2", factory_id="F2", title="Cup"), ADMIN)
+    photo = jpeg_bytes(render_product(Design(seed=5, palette=factory_palette(5))))
+    image, _ = catalog.add_image("P1", photo, "u", mine)
+    other_image, _ = catalog.add_image("P2", photo, "u", ADMIN)
+    refused = [
+        lambda: catalog.create_factory(NewFactory(id="F3", name="Not mine"), mine),
+        lambda: catalog.update_factory("F2", {"name": "Mine now"}, mine),
+        lambda: catalog.delete_factory("F2", mine),
+        lambda: catalog.create_product(NewProduct(id="P3", factory_id="F2", title="x"), mine),
+        lambda: catalog.update_product("P2", {"price": 0.01}, mine),
+        lambda: catalog.delete_product("P2", mine),
+        lambda: catalog.add_image("P2", b"whatever", "u", mine),
+        lambda: catalog.delete_image(other_image.id, mine),
+        lambda: catalog.update_factory("F1", {"name": "x"}, search_key),
+        lambda: catalog.update_factory("F1", {"name": "x"}, Principal(None)),
+    ]
+    for attempt in refused:
+        with pytest.raises(ForbiddenError):
+            attempt()
+    assert catalog.get_product("P2").price is None and catalog.get_factory("F2").name == "Other"
+    assert len(catalog.index) == 2 and catalog.list_products(factory_id="F2")[0].image_ids == [other_image.id]
+    assert catalog.update_product("P1", {"price": 2.0}, mine).price == 2.0
+    catalog.delete_image(image.id, mine)
+    assert catalog.delete_factory("F1", mine) == 0 and len(catalog.index) == 1
 
 
 def test_ingest_and_search_on_postgres(postgres_url, make_services, tiny_embedder, catalogue):

@@ -5,7 +5,6 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-import app.catalog.models  # noqa: F401  (their tables)
 from app.catalog.models import Image
 from app.core.db import create_tables, make_engine, make_session_factory, utcnow
 from app.ingest.jobs import JobStore

@@ -7,6 +7,7 @@ from fastapi import APIRouter, File, Response, UploadFile, status
 from app.api.deps import IntakeDep, JobsDep, Limit, Offset
 from app.api.mapping import job_read
 from app.api.schemas import IngestJobRead
+from app.api.security import WriteCaller
 
 router = APIRouter(prefix="/api/v1/ingest-jobs", tags=["ingest jobs"])
 
@@ -19,21 +20,23 @@ router = APIRouter(prefix="/api/v1/ingest-jobs", tags=["ingest jobs"])
 )
 def create_ingest_job(
     intake: IntakeDep,
+    caller: WriteCaller,
     response: Response,
     file: Annotated[
         UploadFile, File(description="A ZIP (manifest.csv + images) or a CSV whose image column holds URLs.")
     ],
 ) -> IngestJobRead:
-    report = intake.submit(file.filename or "", file.file)
+    report = intake.submit(file.filename or "", file.file, caller)
     response.headers["Location"] = f"/api/v1/ingest-jobs/{report.job_id}"
     return job_read(report)
 
 
 @router.get("", response_model=list[IngestJobRead])
-def list_ingest_jobs(jobs: JobsDep, offset: Offset = 0, limit: Limit = 20) -> list[IngestJobRead]:
-    return [job_read(report) for report in jobs.recent(offset=offset, limit=limit)]
+def list_ingest_jobs(jobs: JobsDep, caller: WriteCaller, offset: Offset = 0, limit: Limit = 20) -> list[IngestJobRead]:
+    """The caller's jobs, newest first (all of them for an admin)."""
+    return [job_read(report) for report in jobs.recent(offset=offset, limit=limit, viewer=caller)]
 
 
 @router.get("/{job_id}", response_model=IngestJobRead)
-def read_ingest_job(jobs: JobsDep, job_id: str) -> IngestJobRead:
-    return job_read(jobs.report(job_id))
+def read_ingest_job(jobs: JobsDep, caller: WriteCaller, job_id: str) -> IngestJobRead:
+    return job_read(jobs.report(job_id, viewer=caller))

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from app.api.deps import SearchDep, SettingsDep, TicketDep
+from app.api.deps import ImageId, SearchDep, SettingsDep, TicketDep
 from app.api.mapping import search_read
 from app.api.schemas import SearchRead
+from app.api.security import ReadCaller
 from app.api.uploads import read_upload
 from app.core.errors import InvalidInputError
 from app.search.options import QueryPhoto, SearchFilters, SearchOptions
@@ -69,6 +70,7 @@ def search_route(
     search: SearchDep,
     settings: SettingsDep,
     ticket: TicketDep,
+    _caller: ReadCaller,
     params: Annotated[SearchParams, Form()],
     image: Annotated[
         list[UploadFile] | None,
@@ -96,7 +98,11 @@ def search_route(
 
 @router.get("/images/{image_id}/similar", response_model=SearchRead, responses={404: {"description": "No image"}})
 def similar_route(
-    search: SearchDep, settings: SettingsDep, image_id: int, params: Annotated[SearchParams, Query()]
+    search: SearchDep,
+    settings: SettingsDep,
+    _caller: ReadCaller,
+    image_id: ImageId,
+    params: Annotated[SearchParams, Query()],
 ) -> SearchRead:
     """More like this: factories with products that look like a catalogue image (its own product left out)."""
     options = params.options(settings.default_top_k)

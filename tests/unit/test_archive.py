@@ -1,0 +1,70 @@
+"""Catalogue archives: members checked from the central directory before anything is extracted."""
+
+import zipfile
+
+import pytest
+from jobtools import zip_of
+
+from app.core.errors import InvalidInputError
+from app.ingest.archive import ZipLimits, check_members, extract_catalogue, find_manifest, safe_name
+
+LIMITS = ZipLimits(max_total_bytes=10_000, max_files=3, max_ratio=10.0)
+HEADER = b"factory_id,product_id,image\n"
+
+
+def member(name: str, size: int, packed: int, mode: int = 0o100644) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.file_size, info.compress_size, info.external_attr = size, packed, mode << 16
+    return info
+
+
+@pytest.mark.parametrize("name", ["images/a.jpg", "a.jpg", "deep/er/still/a-b_c.1.jpg", "images/a:b.jpg"])
+def test_safe_names(name):
+    assert str(safe_name(name)) == name
+
+
+@pytest.mark.parametrize("name", ["/etc/x", "../x", "a/../../x", "a\\b.jpg", "c:x.jpg", "C:/x.jpg", ""])
+def test_unsafe_names_are_refused(name):
+    with pytest.raises(InvalidInputError, match="unsafe"):
+        safe_name(name)
+
+
+def test_member_count_size_and_ratio_limits():
+    check_members([member(f"{i}.jpg", 100, 100) for i in range(3)], LIMITS)  # at the count limit
+    with pytest.raises(InvalidInputError, match="4 files; the limit is 3"):
+        check_members([member(f"{i}.jpg", 100, 100) for i in range(4)], LIMITS)
+    check_members([member("a.jpg", 10_000, 5_000)], LIMITS)  # at the size limit
+    with pytest.raises(InvalidInputError, match="unpacks to 10,001 bytes"):
+        check_members([member("a.jpg", 5_000, 5_000), member("b.jpg", 5_001, 5_001)], LIMITS)
+    big = ZipLimits(max_total_bytes=10**9, max_files=3, max_ratio=10.0)
+    check_members([member("a.jpg", 20_000_000, 2_000_000)], big)  # exactly 10x
+    with pytest.raises(InvalidInputError, match="expands 11×"):
+        check_members([member("a.jpg", 22_000_000, 2_000_000)], big)
+    check_members([member("blank.csv", 1024 * 1024, 1)], big)  # a tiny member may compress absurdly well
+    with pytest.raises(InvalidInputError, match="symbolic link"):
+        check_members([member("a.jpg", 10, 10, mode=0o120777)], LIMITS)
+
+
+def test_the_manifest_is_found_at_the_top_or_in_one_folder(tmp_path):
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "manifest.csv").write_bytes(HEADER)
+    assert find_manifest(tmp_path / "top") == tmp_path / "top" / "manifest.csv"
+    for folder in ("one", "two"):
+        (tmp_path / "nested" / folder).mkdir(parents=True)
+    (tmp_path / "nested" / "one" / "manifest.csv").write_bytes(HEADER)
+    assert find_manifest(tmp_path / "nested") == tmp_path / "nested" / "one" / "manifest.csv"
+    (tmp_path / "nested" / "two" / "manifest.csv").write_bytes(HEADER)
+    with pytest.raises(InvalidInputError, match="one folder"):
+        find_manifest(tmp_path / "nested")  # two candidates: which one?
+
+
+def test_extraction_writes_members_under_the_destination(tmp_path):
+    archive = tmp_path / "c.zip"
+    archive.write_bytes(zip_of({"cat/manifest.csv": HEADER, "cat/images/a.jpg": b"jpeg", "cat/images/": b""}))
+    manifest = extract_catalogue(archive, tmp_path / "out", LIMITS)
+    assert manifest == tmp_path / "out" / "cat" / "manifest.csv"
+    assert (tmp_path / "out" / "cat" / "images" / "a.jpg").read_bytes() == b"jpeg"
+    garbage = tmp_path / "g.zip"
+    garbage.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(InvalidInputError, match="not a valid ZIP"):
+        extract_catalogue(garbage, tmp_path / "out2", LIMITS)
