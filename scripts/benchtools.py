@@ -14,7 +14,14 @@ import httpx
 @contextmanager
 def running_server(data_dir: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     """Yields the base URL once /healthz answers; stops the server afterwards."""
-    server_env = {**os.environ, "SOURCELENS_DATA_DIR": str(data_dir), **(env or {})}
+    server_env = {
+        **os.environ,
+        "SOURCELENS_DATA_DIR": str(data_dir),
+        "SOURCELENS_ANONYMOUS_SEARCH": "true",  # the benchmarks search as the public page does
+        "SOURCELENS_RATE_LIMIT_PER_ADDRESS": "1000000/minute",  # and from one address, far faster than a person
+        "SOURCELENS_SEARCH_QUEUE_MAX": "1000",  # bench_load's clients all wait; none is turned away
+        **(env or {}),
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
         env=server_env,

@@ -68,5 +68,23 @@ def test_demo_falls_back_to_offline_model_and_ingests_sample(data_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "FALLING BACK to effnet-lite0" in result.stderr
     assert "60 added" in result.stdout and "0 failed" in result.stdout
+    keys = [line for line in result.stdout.splitlines() if " key" in line and "slk_" in line]
+    assert [line.split(":")[0] for line in keys] == ["admin key", "factory key (F001)"]
     again = run(data_dir, "demo", "--no-serve", timeout=600)
     assert "0 added, 0 updated, 60 unchanged" in again.stdout
+    assert all(line in again.stdout for line in keys)  # the same keys, kept in the data directory
+
+
+def test_keys_are_created_listed_and_revoked_from_the_command_line(data_dir):
+    made = run(data_dir, "keys", "create", "--name", "acme portal", "--role", "factory", "--factory", "F1")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("key 1 (factory for F1): slk_") and "shown this once" in made.stderr
+    token = made.stdout.split(": ", 1)[1].strip()
+    listed = run(data_dir, "keys", "list")
+    assert "acme portal" in listed.stdout and "active" in listed.stdout and token not in listed.stdout
+    assert token[:12] in listed.stdout  # the prefix tells keys apart
+    assert run(data_dir, "keys", "revoke", "1").stdout.strip() == "key 1 (acme portal) revoked"
+    assert "revoked" in run(data_dir, "keys", "list").stdout
+    bad = run(data_dir, "keys", "create", "--name", "x", "--role", "factory")
+    assert bad.returncode == 2 and "needs the ids" in bad.stderr and "Traceback" not in bad.stderr
+    assert run(data_dir, "keys", "revoke", "99").returncode == 2

@@ -30,15 +30,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {
+def server_env(data_dir: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "SOURCELENS_DATA_DIR": str(data_dir),
         "SOURCELENS_MODEL": "effnet-lite0",
         "SOURCELENS_EMBED_BATCH_SIZE": "4",
         "SOURCELENS_JOB_POLL_S": "0.1",
+        "SOURCELENS_RATE_LIMIT_PER_ADDRESS": "100000/minute",  # the test polls far faster than a person
         "HF_HUB_OFFLINE": "1",
     }
+
+
+def admin_key(data_dir: Path) -> dict[str, str]:
+    made = subprocess.run(
+        [str(SCRIPT), "keys", "create", "--name", "test", "--role", "admin"],
+        env=server_env(data_dir),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {"Authorization": "Bearer " + made.stdout.split(": ", 1)[1].strip()}
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen:
+    env = server_env(data_dir)
     process = subprocess.Popen(
         [str(SCRIPT), "serve", "--port", str(port)],
         env=env,
@@ -57,20 +73,20 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen:
     raise AssertionError("server did not start")
 
 
-def job(base: str, job_id: str) -> dict:
-    return httpx.get(f"{base}/api/v1/ingest-jobs/{job_id}", timeout=5).json()
+def job(base: str, job_id: str, key: dict[str, str]) -> dict:
+    return httpx.get(f"{base}/api/v1/ingest-jobs/{job_id}", headers=key, timeout=5).json()
 
 
 def test_sigkill_mid_job_then_restart_resumes_without_loss_or_duplicates(tmp_path):
     manifest = write_catalogue(tmp_path / "catalogue", factories=6, products_per_factory=8, size=480)
     total = len(manifest.read_text().splitlines()) - 1
     data_dir, port = tmp_path / "data", free_port()
-    base = f"http://127.0.0.1:{port}"
+    base, key = f"http://127.0.0.1:{port}", admin_key(data_dir)
     server = start_server(data_dir, port)
     try:
         files = {"file": ("c.zip", catalogue_zip(manifest), "application/zip")}
-        job_id = httpx.post(f"{base}/api/v1/ingest-jobs", files=files, timeout=30).json()["id"]
-        while (acknowledged := job(base, job_id)["done"]) < 12:
+        job_id = httpx.post(f"{base}/api/v1/ingest-jobs", files=files, headers=key, timeout=30).json()["id"]
+        while (acknowledged := job(base, job_id, key)["done"]) < 12:
             time.sleep(0.05)
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
@@ -88,7 +104,7 @@ def test_sigkill_mid_job_then_restart_resumes_without_loss_or_duplicates(tmp_pat
     server = start_server(data_dir, port)
     try:
         deadline = time.monotonic() + 120
-        while (body := job(base, job_id))["state"] != "done" and time.monotonic() < deadline:
+        while (body := job(base, job_id, key))["state"] != "done" and time.monotonic() < deadline:
             time.sleep(0.2)
         health = httpx.get(f"{base}/healthz").json()
     finally:
