@@ -19,9 +19,10 @@ from app.core.cores import usable_cores
 from app.core.db import create_tables, make_engine, make_session_factory
 from app.ingest import models as ingest_tables
 from app.ingest.archive import ZipLimits
-from app.ingest.fetch import FetchPolicy
+from app.ingest.fetch import Fetcher, FetchPolicy
 from app.ingest.intake import UploadIntake
 from app.ingest.jobs import JobStore
+from app.ingest.manifest import ManifestLimits
 from app.ingest.pipeline import IngestPipeline, IngestSettings
 from app.ingest.runner import JobRunner
 from app.search.lookup import SearchLookup
@@ -95,7 +96,7 @@ def load_model(settings: Settings) -> Embedder:
 def open_database(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
     """The engine and sessions on the configured database, its tables created."""
     settings.ensure_dirs()
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, settings.sqlite_busy_timeout_s)
     create_tables(engine)
     return engine, make_session_factory(engine)
 
@@ -146,16 +147,22 @@ def build_services(
         preprocess=model.preprocess,
         scheduler=scheduler,
         model_name=model.name,
+        max_attributes_bytes=settings.max_attributes_bytes,
     )
     jobs = JobStore(sessions)
+    manifest_limits = ManifestLimits(settings.max_manifest_rows, settings.max_attributes_bytes)
     ingest = IngestPipeline(
         sessions=sessions,
         jobs=jobs,
-        fetch=FetchPolicy(
-            timeout_s=settings.url_timeout_s,
-            max_redirects=settings.url_max_redirects,
-            max_bytes=settings.max_image_bytes,
-            allow_hosts=tuple(settings.url_allow_hosts),
+        fetcher=Fetcher(
+            FetchPolicy(
+                timeout_s=settings.url_timeout_s,
+                deadline_s=settings.url_deadline_s,
+                max_redirects=settings.url_max_redirects,
+                max_bytes=settings.max_image_bytes,
+                allow_hosts=tuple(settings.url_allow_hosts),
+                max_concurrent=settings.max_concurrent_fetches,
+            )
         ),
         decoder=images,
         preprocess=model.preprocess,
@@ -168,14 +175,22 @@ def build_services(
             read_workers=settings.read_workers,
             read_ahead=scheduler.policy.read_ahead,
             jobs_dir=settings.jobs_dir,
+            manifest_limits=manifest_limits,
         ),
     )
-    runner = JobRunner(ingest, jobs, poll_s=settings.job_poll_s, stale_after_s=settings.job_stale_after_s)
+    runner = JobRunner(
+        ingest,
+        jobs,
+        poll_s=settings.job_poll_s,
+        stale_after_s=settings.job_stale_after_s,
+        slice_s=settings.job_slice_s,
+    )
     intake = UploadIntake(
         jobs=jobs,
         jobs_dir=settings.jobs_dir,
         zip_limits=ZipLimits(settings.max_zip_total_bytes, settings.max_zip_files, settings.max_zip_ratio),
         max_bytes=settings.max_job_upload_bytes,
+        manifest_limits=manifest_limits,
         on_submitted=runner.wake,
     )
     return Services(

@@ -97,9 +97,10 @@ def _progress_bar(total: int, unit: str) -> "tqdm[Any]":
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from app.bootstrap import build_services
-    from app.ingest.manifest import read_manifest
+    from app.ingest.manifest import ManifestLimits, read_manifest
 
-    total = len(read_manifest(args.manifest))  # a bad header fails before the model loads
+    limits = ManifestLimits(settings.max_manifest_rows, settings.max_attributes_bytes)
+    total = len(read_manifest(args.manifest, limits))  # a bad header fails before the model loads
     services = build_services(settings)
     try:
         with _progress_bar(total, "img") as bar:

@@ -15,6 +15,10 @@ Image.MAX_IMAGE_PIXELS = None
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 WHITE = (255, 255, 255)
+# The formats a catalogue photo comes in. Others are refused before anything is decoded: an ICO or ICNS file,
+# say, may wrap a PNG far larger than its header claims, which Pillow would decode in full.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG includes cameras' multi-picture (MPO) files
+Image.init()  # registers every plugin, so each format above is known to Image.open(formats=...)
 
 
 class ImageError(ValueError):
@@ -89,9 +93,9 @@ def reduce_shorter_side(image: Image.Image, side: int) -> Image.Image:
 
 def _open_header(data: bytes) -> Image.Image:
     try:
-        return Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as exc:
-        raise NotAnImage("not an image (unrecognised format)") from exc
+        raise NotAnImage(f"not an image in an accepted format ({', '.join(FORMATS)})") from exc
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
     except (OSError, ValueError, SyntaxError) as exc:

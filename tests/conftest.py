@@ -84,9 +84,8 @@ def no_leaked_threads() -> Iterator[None]:
     assert not still, f"threads left running: {still}"
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the real PostgreSQL server, dropped afterwards. CI must have the server."""
+def new_postgres_database() -> Iterator[str]:
+    """A new database on the real PostgreSQL server, dropped afterwards. CI must have the server."""
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     name = f"sourcelens_test_{uuid.uuid4().hex[:10]}"
     try:
@@ -100,6 +99,26 @@ def postgres_url() -> Iterator[str]:
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database on the real PostgreSQL server for the whole session (tests roll back or tolerate others)."""
+    yield from new_postgres_database()
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A database of this test's own on the real PostgreSQL server."""
+    yield from new_postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for a test that runs once on SQLite (the default) and once on its own PostgreSQL database."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": str(request.getfixturevalue("empty_postgres_url"))}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

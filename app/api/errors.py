@@ -3,6 +3,7 @@
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.core.db import DatabaseError, transient_retry_after
@@ -39,6 +40,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BusyError, _busy)
     app.add_exception_handler(DatabaseError, _database)
     app.add_exception_handler(RecursionError, _too_deep)
+    app.add_exception_handler(RequestValidationError, _invalid)
 
 
 def _handler(status: int) -> Handler:
@@ -61,6 +63,13 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
         raise exc
     detail = "the database is busy; retry shortly"
     return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": str(retry)})
+
+
+async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, without echoing the input back: it may be huge, or a number JSON cannot carry (inf)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in errors]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 async def _too_deep(_request: Request, _exc: Exception) -> JSONResponse:

@@ -32,24 +32,27 @@ class FactoryRead(FactoryBase):
     product_count: int = 0
 
 
+MAX_INT = 2**31 - 1  # the database's INTEGER column
+
+
 class ProductBase(BaseModel):
     title: str = Field(min_length=1, max_length=500)
     category: str | None = Field(default=None, max_length=255)
-    price: float | None = Field(default=None, ge=0)
-    moq: int | None = Field(default=None, ge=1, description="Minimum order quantity.")
+    price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    moq: int | None = Field(default=None, ge=1, le=MAX_INT, description="Minimum order quantity.")
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
 class ProductCreate(ProductBase):
     id: str = Field(pattern=ID_PATTERN)
-    factory_id: str
+    factory_id: str = Field(pattern=ID_PATTERN)
 
 
 class ProductUpdate(BaseModel):
     title: str | None = Field(default=None, min_length=1, max_length=500)
     category: str | None = Field(default=None, max_length=255)
-    price: float | None = Field(default=None, ge=0)
-    moq: int | None = Field(default=None, ge=1)
+    price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    moq: int | None = Field(default=None, ge=1, le=MAX_INT)
     attributes: dict[str, Any] | None = None
 
 
@@ -143,7 +146,7 @@ class ItemErrorRead(BaseModel):
 
 class IngestJobRead(BaseModel):
     id: str
-    state: str = Field(description="queued, running, done or failed")
+    state: str = Field(description="queued, running, done, failed or cancelled")
     source: str
     total: int
     done: int

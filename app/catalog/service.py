@@ -22,6 +22,7 @@ from app.catalog.models import Factory, Image, Product
 from app.catalog.types import FactoryInfo, ImageInfo, IndexStatus, NewFactory, NewProduct, ProductInfo
 from app.core.access import Principal
 from app.core.errors import ConflictError, InvalidInputError, NotFoundError
+from app.core.jsonvalues import check_json
 from embeddings import ImageDecoder, LoadedImage, ModelScheduler, Preprocess
 from index import VectorIndex
 
@@ -45,7 +46,9 @@ class CatalogService:
         preprocess: Preprocess,
         scheduler: ModelScheduler,
         model_name: str,
+        max_attributes_bytes: int = 16 * 1024,
     ) -> None:
+        self.max_attributes_bytes = max_attributes_bytes
         self.sessions = sessions
         self.index = index
         self.media = media
@@ -58,6 +61,7 @@ class CatalogService:
 
     def create_factory(self, new: NewFactory, actor: Principal) -> FactoryInfo:
         actor.check_write(new.id)
+        self._check_attributes(new.attributes)
         with self.sessions() as session:
             if session.get(Factory, new.id):
                 raise ConflictError(f"factory {new.id!r} already exists")
@@ -79,6 +83,7 @@ class CatalogService:
 
     def update_factory(self, factory_id: str, changes: Mapping[str, Any], actor: Principal) -> FactoryInfo:
         actor.check_write(factory_id)
+        self._check_attributes(changes.get("attributes"))
         with self.sessions() as session:
             factory = _factory(session, factory_id)
             _apply(factory, changes, CLEARABLE_FACTORY_FIELDS)
@@ -99,6 +104,7 @@ class CatalogService:
 
     def create_product(self, new: NewProduct, actor: Principal) -> ProductInfo:
         actor.check_write(new.factory_id)
+        self._check_attributes(new.attributes)
         with self.sessions() as session:
             if session.get(Factory, new.factory_id) is None:
                 raise InvalidInputError(f"factory {new.factory_id!r} does not exist; create it first")
@@ -130,6 +136,7 @@ class CatalogService:
             return [product_info(p, [image.id for image in p.images]) for p in session.scalars(query)]
 
     def update_product(self, product_id: str, changes: Mapping[str, Any], actor: Principal) -> ProductInfo:
+        self._check_attributes(changes.get("attributes"))
         with self.sessions() as session:
             product = _product(session, product_id)
             actor.check_write(product.factory_id)
@@ -197,6 +204,10 @@ class CatalogService:
 
     def index_status(self) -> IndexStatus:
         return IndexStatus(images=len(self.index), description=self.index.describe())
+
+    def _check_attributes(self, attributes: dict[str, Any] | None) -> None:
+        if attributes is not None:
+            check_json(attributes, self.max_attributes_bytes, "attributes")
 
 
 def new_image_row(

@@ -63,8 +63,14 @@ class Settings(BaseSettings):
     max_zip_total_bytes: int = Field(default=8 * 1024**3, ge=1, description="Sum of a ZIP's unpacked sizes.")
     max_zip_files: int = Field(default=100_000, ge=1)
     max_zip_ratio: float = Field(default=200.0, gt=1, description="Largest unpacked/packed size of a member.")
+    sqlite_busy_timeout_s: float = Field(
+        default=30.0, ge=0, description="How long a SQLite write waits for another's lock before answering 503."
+    )
     job_poll_s: float = Field(default=2.0, gt=0)
     job_stale_after_s: float = Field(default=300.0, gt=0, description="Heartbeat age after which a job is retaken.")
+    job_slice_s: float = Field(
+        default=60.0, gt=0, description="Longest turn of one job while others wait (jobs take turns)."
+    )
     near_duplicate_similarity: float | None = Field(
         default=None,
         ge=-1,
@@ -80,7 +86,8 @@ class Settings(BaseSettings):
     url_max_redirects: int = Field(default=3, ge=0)
     url_allow_hosts: list[str] = Field(
         default_factory=list,
-        description="Hosts exempt from the private-address check (for tests and intranets).",
+        description="Hosts exempt from the public-address check (intranets, tests): 'host' for ports 80 and 443, "
+        "'host:port' for another port.",
     )
 
     url_deadline_s: float = Field(

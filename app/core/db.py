@@ -10,7 +10,6 @@ from sqlalchemy.exc import SQLAlchemyError as DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 SQLITE_POOL_SIZE = 32  # connections kept open: requests run on a thread pool of up to 40
-SQLITE_BUSY_TIMEOUT_S = 30  # how long a writer waits for SQLite's lock before giving up
 # What a database says when it is busy for now rather than broken: retrying later will do.
 TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "could not obtain lock", "deadlock detected")
 
@@ -43,7 +42,8 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, sqlite_busy_timeout_s: float = 30.0) -> Engine:
+    """`sqlite_busy_timeout_s`: how long a writer waits for SQLite's lock before the database says it is busy."""
     if url.startswith("sqlite"):
         # Requests run in a thread pool, hence check_same_thread=False; the busy timeout lets
         # a search read while an ingest batch commits.
@@ -51,7 +51,7 @@ def make_engine(url: str) -> Engine:
         # 5 + 10 overflow closed and reopened connections (and re-ran the pragmas) under load.
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+            connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_s},
             pool_size=SQLITE_POOL_SIZE,
             max_overflow=SQLITE_POOL_SIZE,
         )

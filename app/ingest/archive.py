@@ -8,13 +8,14 @@ Extraction then counts real bytes too, since a member's declared size is enforce
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from app.core.errors import InvalidInputError
 
 MANIFEST = "manifest.csv"
-SMALL_MEMBER = 1024 * 1024  # tiny members may compress absurdly well (a blank CSV) and are harmless
+SMALL_MEMBER = 64 * 1024  # below this a member may compress absurdly well (a blank CSV) and still be harmless
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ def extract_catalogue(archive: Path, destination: Path, limits: ZipLimits) -> Pa
                 _extract(zf, info, destination)
     except zipfile.BadZipFile as exc:
         raise InvalidInputError(f"not a valid ZIP archive ({exc})") from exc
+    except (NotImplementedError, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
+        raise InvalidInputError(f"the archive cannot be read ({exc})") from exc
     return find_manifest(destination)
 
 
@@ -43,8 +46,16 @@ def check_members(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
     total = sum(info.file_size for info in members)
     if total > limits.max_total_bytes:
         raise InvalidInputError(f"archive unpacks to {total:,} bytes; the limit is {limits.max_total_bytes:,}")
+    # Many small members each under the per-member check would still add up: the archive as a whole too.
+    packed = sum(info.compress_size for info in members)
+    if total > SMALL_MEMBER and total > limits.max_ratio * max(packed, 1):
+        raise InvalidInputError(f"archive expands {total / max(packed, 1):,.0f}× (limit {limits.max_ratio:g}×)")
+    seen: set[str] = set()
     for info in members:
-        safe_name(info.filename)
+        name = safe_name(info.filename).as_posix()
+        if name.casefold() in seen:
+            raise InvalidInputError(f"archive member {info.filename!r} appears twice; refused")
+        seen.add(name.casefold())
         if stat.S_ISLNK(info.external_attr >> 16):
             raise InvalidInputError(f"archive member {info.filename!r} is a symbolic link; refused")
         if info.file_size > SMALL_MEMBER and info.file_size > limits.max_ratio * max(info.compress_size, 1):
@@ -56,16 +67,20 @@ def check_members(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
 
 def safe_name(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
-    if not path.parts or "\\" in name or name.startswith("/") or ":" in path.parts[0] or ".." in path.parts:
+    control = any(ord(char) < 32 for char in name)
+    if control or not path.parts or "\\" in name or name.startswith("/") or ":" in path.parts[0] or ".." in path.parts:
         raise InvalidInputError(f"archive member name {name!r} is unsafe (absolute or escaping); refused")
     return path
 
 
 def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path) -> None:
     target = destination.joinpath(*safe_name(info.filename).parts)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with zf.open(info) as source, target.open("wb") as sink:
-        shutil.copyfileobj(source, sink, 1024 * 1024)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as source, target.open("wb") as sink:
+            shutil.copyfileobj(source, sink, 1024 * 1024)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:  # "a" as a file and as a folder
+        raise InvalidInputError(f"archive member {info.filename!r} clashes with another member's path") from exc
 
 
 def find_manifest(root: Path) -> Path:

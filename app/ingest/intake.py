@@ -10,7 +10,7 @@ from app.core.access import Principal
 from app.core.errors import InvalidInputError, PayloadTooLargeError
 from app.ingest.archive import ZipLimits, extract_catalogue
 from app.ingest.jobs import IngestReport, JobStore
-from app.ingest.manifest import read_manifest
+from app.ingest.manifest import ManifestLimits, read_manifest
 
 ZIP_MAGIC = b"PK\x03\x04"
 CHUNK = 1024 * 1024
@@ -24,8 +24,10 @@ class UploadIntake:
         jobs_dir: Path,
         zip_limits: ZipLimits,
         max_bytes: int,
+        manifest_limits: ManifestLimits,
         on_submitted: Callable[[], None] | None = None,
     ) -> None:
+        self.manifest_limits = manifest_limits
         self.jobs = jobs
         self.jobs_dir = jobs_dir
         self.zip_limits = zip_limits
@@ -40,7 +42,7 @@ class UploadIntake:
         job_dir.mkdir(parents=True)
         try:
             manifest = self._unpack(filename, upload, job_dir)
-            rows = read_manifest(manifest)
+            rows = read_manifest(manifest, self.manifest_limits)
             source = f"upload:{filename}"
             self.jobs.create(
                 rows, source=source, work_dir=str(manifest.parent), confined=True, job_id=job_id, owner=owner
@@ -68,6 +70,13 @@ class UploadIntake:
             _save(upload, manifest, self.max_bytes)
             return manifest
         raise InvalidInputError(f"{filename!r} is neither a ZIP archive nor a CSV manifest")
+
+    def cancel(self, job_id: str, viewer: Principal) -> IngestReport:
+        """Cancel a job the viewer may see; an uploaded job's files go at once if no runner is using them."""
+        report, remove_now = self.jobs.cancel(job_id, viewer)
+        if remove_now:
+            remove_job_files(self.jobs_dir, job_id)
+        return report
 
 
 def _save(upload: BinaryIO, target: Path, max_bytes: int) -> None:

@@ -105,7 +105,9 @@ class JobStore:
         """Take the oldest queued job (or one whose worker went silent) for `worker`; its id, or None."""
         stale = utcnow() - timedelta(seconds=stale_after_s)
         claimable = or_(IngestJob.state == "queued", and_(IngestJob.state == "running", IngestJob.heartbeat_at < stale))
-        query = select(IngestJob).where(claimable).order_by(IngestJob.created_at, IngestJob.id).limit(1)
+        # Jobs take turns: the one that waited longest since its last turn (or never had one) goes first.
+        order = (IngestJob.turn_at.is_not(None), IngestJob.turn_at, IngestJob.created_at, IngestJob.id)
+        query = select(IngestJob).where(claimable).order_by(*order).limit(1)
         with self.sessions() as session:
             job = session.scalar(query.with_for_update(skip_locked=True))
             if job is not None:
@@ -120,6 +122,33 @@ class JobStore:
             result = session.execute(update(IngestJob).where(IngestJob.state == "running").values(state="queued"))
             session.commit()
             return int(getattr(result, "rowcount", 0) or 0)
+
+    def requeue(self, job_id: str) -> None:
+        """A running job goes back in the queue: its slice is up, or the database was busy for now. Taking
+        turns, it goes behind the jobs that waited longer."""
+        with self.sessions() as session:
+            job = get_job(session, job_id)
+            if job.state == "running":
+                job.state, job.turn_at = "queued", utcnow()
+                session.commit()
+
+    def others_waiting(self, job_id: str) -> bool:
+        query = select(func.count()).where(IngestJob.state == "queued", IngestJob.id != job_id)
+        with self.sessions() as session:
+            return bool(session.scalar(query))
+
+    def cancel(self, job_id: str, viewer: Principal) -> tuple[IngestReport, bool]:
+        """Stop a queued or running job where it is; what it stored stays. Returns its report and whether its
+        files may be removed now (a running job's runner removes them when it sees the cancellation)."""
+        self.report(job_id, max_errors=0, viewer=viewer)  # 404 for a job the viewer may not see
+        with self.sessions() as session:
+            job = get_job(session, job_id)
+            was = job.state
+            if was in ("queued", "running"):
+                job.state, job.finished_at = "cancelled", utcnow()
+                session.commit()
+            remove_now = job.confined and was != "running"
+        return self.report(job_id), remove_now
 
     def unfinished_for(self, source: str) -> str | None:
         """The newest queued or running job of this source, if any."""

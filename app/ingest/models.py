@@ -17,7 +17,7 @@ class IngestJob(Base):
     __tablename__ = "ingest_jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)  # queued, running, done, failed
+    state: Mapped[str] = mapped_column(String(16), index=True)  # queued, running, done, failed, cancelled
     source: Mapped[str] = mapped_column(String(2048))  # what was uploaded or which manifest was named
     work_dir: Mapped[str] = mapped_column(String(2048))  # where relative image paths resolve
     confined: Mapped[bool] = mapped_column(default=True)  # relative paths may not leave work_dir
@@ -35,6 +35,7 @@ class IngestJob(Base):
     error: Mapped[str | None] = mapped_column(String(2048))
     worker: Mapped[str | None] = mapped_column(String(128))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    turn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it last gave up its turn
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -1,14 +1,20 @@
 """Runs ingest jobs on a background thread of the server process (the embedded default).
 
-Several processes sharing a PostgreSQL database can each run one: claiming skips rows another worker has
-locked, and a job whose worker stopped sending heartbeats is taken over after `stale_after_s`.
+Jobs take turns: one runs for at most `slice_s` while others wait, then goes back in the queue behind them, so a
+large or slow job (URLs that trickle in) cannot hold the others back. A job is failed only for a reason that
+concerns the whole job; a database busy for now puts it back in the queue instead. Several processes sharing a
+PostgreSQL database can each run one: claiming skips rows another worker has locked, and a job whose worker
+stopped sending heartbeats is taken over after `stale_after_s`.
 """
 
 import logging
 import os
 import socket
 import threading
+import time
 
+from app.core.db import transient_retry_after
+from app.ingest.intake import remove_job_files
 from app.ingest.jobs import JobStore
 from app.ingest.pipeline import IngestPipeline
 
@@ -16,11 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class JobRunner:
-    def __init__(self, pipeline: IngestPipeline, jobs: JobStore, *, poll_s: float, stale_after_s: float) -> None:
+    def __init__(
+        self, pipeline: IngestPipeline, jobs: JobStore, *, poll_s: float, stale_after_s: float, slice_s: float = 60.0
+    ) -> None:
         self.pipeline = pipeline
         self.jobs = jobs
         self.poll_s = poll_s
         self.stale_after_s = stale_after_s
+        self.slice_s = slice_s
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -50,7 +59,11 @@ class JobRunner:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            job_id = self.jobs.claim(self.worker, self.stale_after_s)
+            try:
+                job_id = self.jobs.claim(self.worker, self.stale_after_s)
+            except Exception as exc:  # the database is down or busy: try again at the next poll
+                log.warning("cannot claim ingest jobs now: %s", str(exc).splitlines()[0])
+                job_id = None
             if job_id is None:
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
@@ -60,8 +73,16 @@ class JobRunner:
     def _run(self, job_id: str) -> None:
         log.info("ingest job %s started by %s", job_id, self.worker)
         try:
-            report = self.pipeline.run_job(job_id, stop=self._stop)
+            report = self.pipeline.run_job(job_id, stop=self._stop, until=time.monotonic() + self.slice_s)
+            if report.state == "running" and not self._stop.is_set():
+                self.jobs.requeue(job_id)  # its turn is up; it resumes after the others
             log.info("ingest job %s %s: %s", job_id, report.state, report.summary())
         except Exception as exc:  # a broken job must not kill the worker; its report says why
+            if (retry := transient_retry_after(exc)) is not None:
+                log.warning("ingest job %s paused, the database is busy: %s", job_id, str(exc).splitlines()[0])
+                self.jobs.requeue(job_id)
+                self._stop.wait(retry)
+                return
             log.exception("ingest job %s failed", job_id)
             self.jobs.fail(job_id, f"{type(exc).__name__}: {exc}")
+            remove_job_files(self.pipeline.settings.jobs_dir, job_id)  # a report is kept, not its payload

@@ -7,6 +7,8 @@ fused by taking each catalogue image's best similarity over the crops. A photo p
 fill is first turned straight.
 """
 
+import math
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -30,7 +32,7 @@ def parse_bbox(text: str, size: tuple[int, int]) -> Box:
         values = [float(part) for part in text.split(",")]
     except ValueError:
         raise InvalidInputError(f"bbox must be four numbers 'x0,y0,x1,y1', got {text!r}") from None
-    if len(values) != 4:
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise InvalidInputError(f"bbox must be four numbers 'x0,y0,x1,y1', got {text!r}")
     width, height = size
     if all(0 <= v <= 1 for v in values):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image as PILImage
@@ -231,7 +231,9 @@ class SearchService:
             factories, products = reader.page_rows(
                 [f.factory_id for f in page], [m.product_id for f in page for m in f.matches]
             )
-        return SearchResult(page, len(ranked), confident, gated, factories, products, _ms(started), timings)
+        shown = _still_there(page, factories, products)
+        total = len(ranked) - (len(page) - len(shown))
+        return SearchResult(shown, total, confident, gated, factories, products, _ms(started), timings)
 
     def _ranked(
         self,
@@ -292,6 +294,19 @@ class SearchService:
             return None
         results = [verify(view.features, features, view.mirrored if mirror else None) for view in views]
         return max(results, key=lambda r: (r.identical, r.inliers))
+
+
+def _still_there(
+    page: list[FactoryScore], factories: dict[str, FactoryInfo], products: dict[str, ProductInfo]
+) -> list[FactoryScore]:
+    """The page without what was deleted while the search ran: a product's matches, and a factory left with
+    none."""
+    shown = []
+    for factory in page:
+        matches = [hit for hit in factory.matches if hit.product_id in products]
+        if matches and factory.factory_id in factories:
+            shown.append(replace(factory, matches=matches) if len(matches) < len(factory.matches) else factory)
+    return shown
 
 
 def settled(ranked: list[FactoryScore], near_duplicate: float) -> bool:

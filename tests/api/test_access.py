@@ -82,6 +82,10 @@ def calls(ids: dict[str, object]) -> dict[tuple[str, str], list[Call]]:
         ],
         ("POST", "/api/v1/keys"): [Call("POST", "/api/v1/keys", json={"name": "new", "role": "search"})],
         ("DELETE", "/api/v1/keys/{key_id}"): [Call("DELETE", f"/api/v1/keys/{ids['spare_key']}")],
+        ("DELETE", "/api/v1/ingest-jobs/{job_id}"): [
+            Call("DELETE", f"/api/v1/ingest-jobs/{ids['job_a']}"),
+            Call("DELETE", f"/api/v1/ingest-jobs/{ids['job_b']}", other=True),
+        ],
         ("DELETE", "/api/v1/images/{image_id}"): [
             Call("DELETE", f"/api/v1/images/{ids['IA1']}"),
             Call("DELETE", f"/api/v1/images/{ids['IB1']}", other=True),
@@ -174,8 +178,8 @@ ROLES = ["anonymous", "anonymous-open", "search", "factory", "admin"]
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_each_role_on_each_route(make_services, tiny_embedder, role, monkeypatch):
-    services = make_services(tiny_embedder, anonymous_search=role == "anonymous-open")
+def test_each_role_on_each_route(make_services, tiny_embedder, role, backend, monkeypatch):
+    services = make_services(tiny_embedder, anonymous_search=role == "anonymous-open", **backend)
     monkeypatch.setattr(services.runner, "start", lambda **_: None)  # jobs stay as they are while we look
     ids = seed(services)
     client = TestClient(create_app(services=services))
@@ -202,20 +206,22 @@ def test_each_role_on_each_route(make_services, tiny_embedder, role, monkeypatch
                 admitted = policy.admits(caller, role == "anonymous-open")
                 mine_only = role == "factory" and call.other
                 outcomes.append((call.method, call.path, response.status_code))
-                if not admitted or (mine_only and method != "GET"):
+                hidden = mine_only and template.startswith("/api/v1/ingest-jobs/")  # another's job: not shown
+                if not admitted or (mine_only and not hidden and method != "GET"):
                     expected = {401} if caller.role is None and policy != Policy.PUBLIC else {403}
                     assert response.status_code in expected, (role, call, response.text)
                     assert response.json()["detail"]
                     assert state(services) == before, f"{role} {call} changed something"
-                elif mine_only:  # another factory's job: not even its existence is shown
+                elif hidden:  # another factory's job: not even its existence is shown
                     assert response.status_code == 404, (role, call, response.text)
+                    assert state(services) == before
                 else:
                     assert 200 <= response.status_code < 300, (role, call, response.status_code, response.text)
     assert outcomes
 
 
-def test_a_factory_key_lists_only_its_own_jobs(make_services, tiny_embedder):
-    services = make_services(tiny_embedder, job_poll_s=60)
+def test_a_factory_key_lists_only_its_own_jobs(make_services, tiny_embedder, backend):
+    services = make_services(tiny_embedder, job_poll_s=60, **backend)
     ids = seed(services)
     client = TestClient(create_app(services=services))
     with client:

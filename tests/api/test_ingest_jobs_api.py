@@ -72,7 +72,7 @@ def test_url_job_with_per_item_errors(client_for, catalogue):
             ("F1", "P9", "images/F001-P001-1.jpg"),  # a relative path in an uploaded CSV has nothing to point at
         ]
         manifest = "factory_id,product_id,image\n" + "".join(f"{f},{p},{u}\n" for f, p, u in rows)
-        client = client_for(url_allow_hosts=["127.0.0.1"], url_timeout_s=1.0, max_image_bytes=1_000_000)
+        client = client_for(url_allow_hosts=[f"127.0.0.1:{port}"], url_timeout_s=1.0, max_image_bytes=1_000_000)
         body = wait_for_job(client, post_job(client, manifest.encode(), "urls.csv").json()["id"])
     assert (body["state"], body["done"], body["added"], body["failed"]) == ("done", 9, 2, 7), body
     reasons = {error["line"]: error["reason"] for error in body["errors"]}
@@ -167,3 +167,39 @@ def test_an_archive_at_the_member_limit_is_accepted(client_for, catalogue):
     assert response.status_code == 202, response.text
     body = wait_for_job(client, response.json()["id"])
     assert (body["state"], body["total"], body["added"], body["failed"]) == ("done", 4, 4, 0)
+
+
+def test_a_job_is_cancelled_through_the_api(client_for, catalogue, monkeypatch):
+    client = client_for()
+    monkeypatch.setattr(client.services.runner, "wake", lambda: None)  # it stays queued while we look
+    client.services.runner.stop()
+    response = post_job(client, catalogue_zip(catalogue))
+    job_id = response.json()["id"]
+    assert (client.services.settings.jobs_dir / job_id).is_dir()
+    cancelled = client.delete(f"/api/v1/ingest-jobs/{job_id}")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert cancelled.json()["finished_at"] and cancelled.json()["done"] == 0
+    assert not (client.services.settings.jobs_dir / job_id).exists()  # its files, not its report
+    assert client.get(f"/api/v1/ingest-jobs/{job_id}").json()["state"] == "cancelled"
+    assert client.delete(f"/api/v1/ingest-jobs/{job_id}").json()["state"] == "cancelled"  # twice: the same
+    assert client.delete("/api/v1/ingest-jobs/nope").status_code == 404
+    assert image_count(client.services) == 0
+
+
+def test_a_locked_database_answers_503_with_retry_after(client_for):
+    import sqlite3
+
+    client = client_for(sqlite_busy_timeout_s=0.1)
+    assert client.post("/api/v1/factories", json={"id": "F1", "name": "Acme"}).status_code == 201
+    db = client.services.settings.data_dir / "sourcelens.db"
+    locker = sqlite3.connect(db, timeout=5, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        busy = client.patch("/api/v1/factories/F1", json={"name": "Renamed"})
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+    assert "busy" in busy.json()["detail"]
+    assert client.get("/api/v1/factories/F1").json()["name"] == "Acme"  # nothing half-done
+    assert client.patch("/api/v1/factories/F1", json={"name": "Renamed"}).status_code == 200

@@ -23,7 +23,9 @@ def test_safe_names(name):
     assert str(safe_name(name)) == name
 
 
-@pytest.mark.parametrize("name", ["/etc/x", "../x", "a/../../x", "a\\b.jpg", "c:x.jpg", "C:/x.jpg", ""])
+@pytest.mark.parametrize(
+    "name", ["/etc/x", "../x", "a/../../x", "a\\b.jpg", "c:x.jpg", "C:/x.jpg", "", ".", "a\nb.jpg"]
+)
 def test_unsafe_names_are_refused(name):
     with pytest.raises(InvalidInputError, match="unsafe"):
         safe_name(name)
@@ -40,7 +42,13 @@ def test_member_count_size_and_ratio_limits():
     check_members([member("a.jpg", 20_000_000, 2_000_000)], big)  # exactly 10x
     with pytest.raises(InvalidInputError, match="expands 11×"):
         check_members([member("a.jpg", 22_000_000, 2_000_000)], big)
-    check_members([member("blank.csv", 1024 * 1024, 1)], big)  # a tiny member may compress absurdly well
+    check_members([member("blank.csv", 60 * 1024, 1)], big)  # a small member may compress absurdly well
+    with pytest.raises(InvalidInputError, match="expands"):  # but not a mebibyte of it
+        check_members([member("blank.csv", 1024 * 1024, 1)], big)
+    # Members each too small to be checked alone still add up: the archive's overall ratio is checked too.
+    many = [member(f"{i}.jpg", 60 * 1024, 100) for i in range(3)]
+    with pytest.raises(InvalidInputError, match="archive expands"):
+        check_members(many, ZipLimits(max_total_bytes=10**9, max_files=10, max_ratio=10.0))
     with pytest.raises(InvalidInputError, match="symbolic link"):
         check_members([member("a.jpg", 10, 10, mode=0o120777)], LIMITS)
 
@@ -56,6 +64,29 @@ def test_the_manifest_is_found_at_the_top_or_in_one_folder(tmp_path):
     (tmp_path / "nested" / "two" / "manifest.csv").write_bytes(HEADER)
     with pytest.raises(InvalidInputError, match="one folder"):
         find_manifest(tmp_path / "nested")  # two candidates: which one?
+
+
+def test_names_that_repeat_or_clash_are_refused(tmp_path):
+    with pytest.raises(InvalidInputError, match="appears twice"):
+        check_members([member("a.jpg", 10, 10), member("A.JPG", 10, 10)], LIMITS)
+    archive = tmp_path / "clash.zip"
+    archive.write_bytes(zip_of({"manifest.csv": HEADER, "images": b"a file", "images/a.jpg": b"jpeg"}))
+    with pytest.raises(InvalidInputError, match="clashes"):
+        extract_catalogue(archive, tmp_path / "out", ZipLimits(10_000, 10, 10.0))
+
+
+def test_names_beyond_ascii_are_extracted_as_they_read(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("manifest.csv", HEADER)
+        info = zipfile.ZipInfo("images/caf\u00e9.jpg")
+        archive.writestr(info, b"jpeg")  # written as UTF-8 with the flag; reread as such
+    path = tmp_path / "c.zip"
+    path.write_bytes(buffer.getvalue())
+    extract_catalogue(path, tmp_path / "out", LIMITS)
+    assert (tmp_path / "out" / "images" / "caf\u00e9.jpg").read_bytes() == b"jpeg"
 
 
 def test_extraction_writes_members_under_the_destination(tmp_path):

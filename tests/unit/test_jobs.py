@@ -1,11 +1,14 @@
 """The job store and the pipeline's durability: resume after a crash, claiming on the real PostgreSQL server."""
 
 import threading
+import time
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import func, select
 
 from app.catalog.models import Image
+from app.core.access import Principal
 from app.core.db import create_tables, make_engine, make_session_factory, utcnow
 from app.ingest.jobs import JobStore
 from app.ingest.manifest import parse_manifest, read_manifest
@@ -98,3 +101,108 @@ def test_claim_skips_locked_jobs_and_retakes_silent_ones_on_postgres(postgres_ur
     with sessions() as session:
         assert session.get(IngestJob, second).worker == "worker-d"
     engine.dispose()
+
+
+def test_a_row_the_database_refuses_is_that_rows_error_and_the_rest_is_stored(
+    make_services, tiny_embedder, catalogue, monkeypatch, backend
+):
+    from app.catalog.models import Factory
+    from app.ingest import writer
+
+    real = writer._upsert_owner
+
+    def refusing(session, row):
+        if row.product_id == "F001-P002":
+            session.add(Factory(id="F001", name="a second F001"))  # the database refuses: a duplicate key
+        return real(session, row)
+
+    monkeypatch.setattr(writer, "_upsert_owner", refusing)
+    services = make_services(tiny_embedder, embed_batch_size=8, **backend)
+    report = services.ingest.ingest_manifest(catalogue)
+    refused = [e for e in report.errors if e.reason.startswith("not stored:")]
+    assert (report.state, report.done, report.failed, report.added) == ("done", 28, 2, 26)
+    assert len(refused) == 2 and all("F001-P002" in e.image for e in refused)
+    assert image_count(services) == 26 == len(services.index)
+
+
+def test_a_database_busy_for_a_moment_is_waited_out(make_services, tiny_embedder, catalogue):
+    import sqlite3
+
+    services = make_services(tiny_embedder, embed_batch_size=8, sqlite_busy_timeout_s=0.1)
+    job_id = services.jobs.create(read_manifest(catalogue), source="m", work_dir=str(catalogue.parent), confined=False)
+    db = services.settings.data_dir / "sourcelens.db"
+    locker = sqlite3.connect(db, timeout=5, isolation_level=None, check_same_thread=False)
+    held = []
+
+    def lock_after_the_first_batch(_count):
+        if not held:  # another writer takes the lock for a few seconds
+            locker.execute("BEGIN IMMEDIATE")
+            held.append(time.monotonic())
+            threading.Timer(2.5, lambda: locker.execute("COMMIT")).start()
+
+    report = services.ingest.run_job(job_id, lock_after_the_first_batch)
+    assert (report.state, report.added, report.failed) == ("done", 28, 0)
+    assert time.monotonic() - held[0] >= 2.5  # the next batch waited for the lock rather than failing the job
+    locker.close()
+
+
+def test_jobs_take_turns(make_services, tiny_embedder, catalogue):
+    services = make_services(tiny_embedder, embed_batch_size=4, job_slice_s=0.001, job_poll_s=0.05)
+    rows = read_manifest(catalogue)
+    big = services.jobs.create(rows, source="big", work_dir=str(catalogue.parent), confined=False)
+    small = services.jobs.create(rows[:2], source="small", work_dir=str(catalogue.parent), confined=False)
+    services.runner.start(requeue_interrupted=False)
+    deadline = time.monotonic() + 60
+    while services.jobs.report(big).state != "done" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    services.runner.stop()
+    first, second = services.jobs.report(big), services.jobs.report(small)
+    assert (first.state, second.state, first.done, second.done) == ("done", "done", 28, 2)
+    # The older, bigger job went first, but the small one did not wait for all of it.
+    assert second.finished_at < first.finished_at
+
+
+def test_a_cancelled_job_stops_and_keeps_what_it_stored(make_services, tiny_embedder, catalogue, monkeypatch):
+    services = make_services(tiny_embedder, embed_batch_size=4)
+    rows = read_manifest(catalogue)
+    job_dir = services.settings.jobs_dir / "upload"
+    (job_dir / "files").mkdir(parents=True)
+    for path in (catalogue.parent / "images").iterdir():
+        (job_dir / "files" / path.name).write_bytes(path.read_bytes())
+    rows = [replace(row, image=row.image.removeprefix("images/")) for row in rows]
+    job_id = services.jobs.create(rows, source="u", work_dir=str(job_dir / "files"), confined=True, job_id="upload")
+    batches = []
+
+    def cancel_after_two(count):
+        batches.append(count)
+        if len(batches) == 2:
+            services.intake.cancel(job_id, Principal.system())
+
+    report = services.ingest.run_job(job_id, cancel_after_two)
+    assert (report.state, report.done, report.added) == ("cancelled", 8, 8) and report.finished_at is not None
+    assert not job_dir.exists()  # its files went when it stopped
+    assert services.jobs.count_items(job_id, "pending") == 20 and image_count(services) == 8
+    assert services.ingest.run_job(job_id).state == "cancelled"  # it is not picked up again
+
+
+def test_a_failed_job_keeps_its_report_not_its_files(make_services, tiny_embedder, catalogue, monkeypatch):
+    services = make_services(tiny_embedder, job_poll_s=0.05)
+    job_dir = services.settings.jobs_dir / "broken"
+    job_dir.mkdir(parents=True)
+    (job_dir / "upload.zip").write_bytes(b"x" * 1000)
+    job_id = services.jobs.create(
+        read_manifest(catalogue)[:1], source="b", work_dir=str(job_dir), job_id="broken", confined=True
+    )
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(services.ingest, "run_job", explode)
+    services.runner.start(requeue_interrupted=False)
+    deadline = time.monotonic() + 20
+    while services.jobs.report(job_id).state != "failed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    services.runner.stop()
+    report = services.jobs.report(job_id)
+    assert report.state == "failed" and report.error == "RuntimeError: disk on fire"
+    assert not job_dir.exists()

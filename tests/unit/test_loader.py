@@ -117,3 +117,30 @@ def test_truncated_jpeg_is_refused():
     data = jpeg_bytes(Image.effect_noise((400, 400), 50).convert("RGB"))
     with pytest.raises(NotAnImage, match="corrupt or truncated"):
         load(data[: len(data) // 2])
+
+
+def ico_wrapping(png: bytes, claimed: int = 16) -> bytes:
+    """An ICO whose one entry claims a 16×16 icon but holds the given PNG: Pillow decodes the PNG in full."""
+    entry = struct.pack("<BBBBHHII", claimed, claimed, 0, 0, 1, 32, len(png), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + entry + png
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ico_wrapping(_png_header_only(20000, 20000)),
+        ico_wrapping(png_bytes(Image.new("RGB", (32, 32), "red"))),
+        b"icns" + struct.pack(">I", 8 + 8 + 100) + b"ic08" + struct.pack(">I", 108) + b"\0" * 100,
+    ],
+)
+def test_formats_a_catalogue_does_not_use_are_refused_before_decoding(data):
+    with pytest.raises(NotAnImage, match="accepted format"):
+        load(data)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_the_accepted_formats_decode(fmt):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, format=fmt)
+    loaded = load(buffer.getvalue())
+    assert (loaded.width, loaded.height, loaded.format) == (64, 48, fmt)

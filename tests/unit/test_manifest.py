@@ -65,3 +65,42 @@ def test_non_utf8_manifest_is_a_clear_error(tmp_path):
     path.write_bytes(b"factory_id,product_id,image\nF1,P1,\xff\xfe.jpg\n")
     with pytest.raises(InvalidInputError, match="not UTF-8"):
         read_manifest(path)
+
+
+def test_a_manifest_over_the_row_limit_is_refused_without_being_read_whole(tmp_path):
+    from app.ingest.manifest import ManifestLimits
+
+    path = tmp_path / "m.csv"
+    with path.open("w") as handle:
+        handle.write("factory_id,product_id,image\n")
+        handle.writelines(f"F1,P{i},{i}.jpg\n" for i in range(300_000))
+    with pytest.raises(InvalidInputError, match="more than 1,000 rows"):
+        read_manifest(path, ManifestLimits(max_rows=1000))
+    assert len(read_manifest(path, ManifestLimits(max_rows=300_000))) == 300_000
+
+
+def test_columns_and_cells_are_bounded():
+    from app.ingest.manifest import ManifestLimits
+
+    wide = ",".join(["factory_id", "product_id", "image", *(f"c{i}" for i in range(70))])
+    with pytest.raises(InvalidInputError, match="73 columns; the limit is 64"):
+        parse_manifest(wide + "\n")
+    rows = parse_manifest(
+        HEADER
+        + "F1,"
+        + "N" * 256
+        + ",Yiwu,P1,Mug,mug,1,1,a.jpg,\n"
+        + "F1,Acme,Yiwu,P2,"
+        + "T" * 501
+        + ",mug,1,1,a.jpg,\n"
+        + "F1,Acme,Yiwu,P3,Mug,mug,1,1,a.jpg,"
+        + "c" * 2049
+        + "\n"
+        + "F1,Acme,Yiwu,P4,Mug,mug,1,1,a.jpg,"
+        + "c" * 2000
+        + "\n",
+        ManifestLimits(max_attributes_bytes=1000),
+    )
+    reasons = [row.reason for row in rows]
+    assert "factory_name is longer than 255" in reasons[0] and "title is longer than 500" in reasons[1]
+    assert "longer than 2048" in reasons[2] and "larger than 1,000 bytes" in reasons[3]

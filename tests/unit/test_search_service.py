@@ -210,3 +210,36 @@ def test_each_image_keeps_its_best_similarity_over_the_crops():
         (np.array([0.95, 0.4]), np.array([2, 3])),  # a crop
     ]
     assert best_per_image(rows) == {1: 0.9, 2: 0.95, 3: 0.4}
+
+
+def test_products_deleted_while_a_search_runs_are_left_out_of_its_page(effnet_services, catalogue, monkeypatch):
+    data = edited(catalogue.parent / "images" / "F002-P001-1.jpg", "resized")
+    full = run(effnet_services, data, top_k=4, include_weak=True)
+    gone_product = full.factories[0].matches[0].product_id
+    gone_factory = full.factories[1].factory_id
+    real = effnet_services.search.lookup.reader
+
+    def reader_that_lost_two():
+        from contextlib import contextmanager
+
+        @contextmanager
+        def wrapped():
+            with real() as reader:
+                page_rows = reader.page_rows
+
+                def without(factory_ids, product_ids):
+                    factories, products = page_rows(factory_ids, product_ids)
+                    factories.pop(gone_factory)
+                    products.pop(gone_product)
+                    return factories, products
+
+                reader.page_rows = without
+                yield reader
+
+        return wrapped()
+
+    monkeypatch.setattr(effnet_services.search.lookup, "reader", reader_that_lost_two)
+    result = run(effnet_services, data, top_k=4, include_weak=True)
+    assert gone_factory not in [f.factory_id for f in result.factories]
+    assert all(m.product_id != gone_product for f in result.factories for m in f.matches)
+    assert result.total == full.total - (len(full.factories) - len(result.factories))

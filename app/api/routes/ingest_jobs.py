@@ -37,6 +37,13 @@ def list_ingest_jobs(jobs: JobsDep, caller: WriteCaller, offset: Offset = 0, lim
     return [job_read(report) for report in jobs.recent(offset=offset, limit=limit, viewer=caller)]
 
 
+@router.delete("/{job_id}", response_model=IngestJobRead)
+def cancel_ingest_job(intake: IntakeDep, caller: WriteCaller, job_id: str) -> IngestJobRead:
+    """Cancel a queued or running job: it stops after the batch in hand, and what it stored stays. Its uploaded
+    files are removed; its report is kept."""
+    return job_read(intake.cancel(job_id, caller))
+
+
 @router.get("/{job_id}", response_model=IngestJobRead)
 def read_ingest_job(jobs: JobsDep, caller: WriteCaller, job_id: str) -> IngestJobRead:
     return job_read(jobs.report(job_id, viewer=caller))

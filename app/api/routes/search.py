@@ -12,9 +12,11 @@ from app.api.schemas import SearchRead
 from app.api.security import ReadCaller
 from app.api.uploads import read_upload
 from app.core.errors import InvalidInputError
+from app.core.jsonvalues import check_json
 from app.search.options import QueryPhoto, SearchFilters, SearchOptions
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
+MAX_FILTER_BYTES = 4096
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Text search with a model that has no text encoder"},
@@ -26,16 +28,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class SearchParams(BaseModel):
     """Options shared by every search; form fields on POST, query parameters on GET."""
 
-    top_k: int | None = Field(default=None, description="Factories per page (default 10).")
-    offset: int = Field(default=0, ge=0, description="Factories to skip, for paging.")
-    min_score: float | None = Field(default=None, description="Leave out products scoring below this.")
-    region: str | None = Field(default=None, description="Only factories in this region, e.g. 'Yiwu'.")
-    category: str | None = Field(default=None, description="Only products of this category.")
-    max_moq: int | None = Field(default=None, ge=1, description="Only products with at most this MOQ.")
-    min_price: float | None = Field(default=None, ge=0)
-    max_price: float | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=-(2**31), le=2**31, description="Factories per page (default 10).")
+    offset: int = Field(default=0, ge=0, le=2**31, description="Factories to skip, for paging.")
+    min_score: float | None = Field(
+        default=None, allow_inf_nan=False, description="Leave out products scoring below this."
+    )
+    region: str | None = Field(default=None, max_length=255, description="Only factories in this region.")
+    category: str | None = Field(default=None, max_length=255, description="Only products of this category.")
+    max_moq: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Only products with at most this MOQ.")
+    min_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     factory_attributes: str | None = Field(
-        default=None, description='JSON object the factory\'s attributes must match, e.g. {"oem": true}.'
+        default=None,
+        max_length=MAX_FILTER_BYTES,
+        description='JSON object the factory\'s attributes must match, e.g. {"oem": true}.',
     )
     verify: bool = Field(default=True, description="Check the top candidates with local features.")
     include_weak: bool = Field(default=False, description="List candidates even without a confident match.")
@@ -60,8 +66,11 @@ def _attributes(text: str | None) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"factory_attributes is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInputError("factory_attributes is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidInputError("factory_attributes must be a JSON object")
+    check_json(value, MAX_FILTER_BYTES, "factory_attributes")
     return value
 
 
