@@ -19,3 +19,11 @@ def test_the_script_prints_a_row_per_transform(catalogue, tmp_path):
     assert {"crop", "banner", "overall"} <= set(rows)
     assert rows["overall"][1] == "12" and float(rows["overall"][2]) >= 0.8  # factory top-1 on easy queries
     assert "held-out products" in done.stdout and "latency per search" in done.stdout
+
+
+def test_the_hostile_run_finds_no_server_error_and_no_change_by_a_refused_request():
+    command = [sys.executable, "scripts/hostile.py", "--generated", "20"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    line = done.stdout.splitlines()[-1]
+    assert "| 0 responses >= 500" in line and "0 of them changed the catalogue" in line and line.endswith("PASS")
