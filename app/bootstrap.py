@@ -8,16 +8,14 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.access import models as access_tables
 from app.access.keys import KeyStore
-from app.catalog import models as catalog_tables
 from app.catalog.keeper import IndexKeeper
 from app.catalog.media import MediaStore
 from app.catalog.service import CatalogService
 from app.core.config import Settings
 from app.core.cores import usable_cores
-from app.core.db import create_tables, make_engine, make_session_factory
-from app.ingest import models as ingest_tables
+from app.core.metrics import Metrics
+from app.database import open_database
 from app.ingest.archive import ZipLimits
 from app.ingest.fetch import Fetcher, FetchPolicy
 from app.ingest.intake import UploadIntake
@@ -29,11 +27,10 @@ from app.search.lookup import SearchLookup
 from app.search.pipeline import SearchPolicy, SearchService
 from app.search.scoring import default_near_duplicate
 from app.search.verify import FeatureCache, one_thread_per_pair
-from embeddings import Embedder, ImageDecoder, ModelScheduler, SchedulerPolicy, load_embedder
+from embeddings import Embedder, ImageDecoder, ModelLoadError, ModelScheduler, SchedulerPolicy, load_embedder
 from index import VectorIndex
 
 log = logging.getLogger(__name__)
-TABLES = (access_tables, catalog_tables, ingest_tables)  # imported so that create_tables sees every table
 
 
 @dataclass
@@ -52,6 +49,7 @@ class Services:
     runner: JobRunner  # started by the server only
     verify_pool: ThreadPoolExecutor
     keys: KeyStore
+    metrics: Metrics
 
     @property
     def index(self) -> VectorIndex:
@@ -71,7 +69,7 @@ class Services:
         self.engine.dispose()
 
 
-def make_scheduler(settings: Settings) -> ModelScheduler:
+def make_scheduler(settings: Settings, metrics: Metrics | None = None) -> ModelScheduler:
     """The model's CPU scheduler, sized by the cores this process may use. It admits searches before the model
     is loaded, so the server builds it first."""
     policy = SchedulerPolicy(
@@ -81,34 +79,45 @@ def make_scheduler(settings: Settings) -> ModelScheduler:
         max_wait_s=settings.search_batch_wait_ms / 1000,
         max_waiting=settings.search_queue_max,
     )
-    return ModelScheduler(policy)
+    on_batch = (lambda images, _seconds: metrics.model_batch.observe(images)) if metrics else None
+    return ModelScheduler(policy, on_batch)
 
 
 def load_model(settings: Settings) -> Embedder:
+    """The configured model; only when it cannot be loaded and the settings name a fallback, that one (said in one
+    warning line). Otherwise ModelLoadError, whose message says what to do."""
+    try:
+        return _load(settings, settings.resolved_model)
+    except ModelLoadError as exc:
+        if not settings.model_fallback:
+            raise
+        log.warning("%s; using the fallback model %s (SOURCELENS_MODEL_FALLBACK)", exc, settings.model_fallback)
+        settings.model = settings.model_fallback
+        return _load(settings, settings.model_fallback)
+
+
+def _load(settings: Settings, spec: str) -> Embedder:
     return load_embedder(
-        settings.resolved_model,
+        spec,
         precision=settings.precision,
         cache_dir=settings.model_cache_dir,
         batch_size=settings.embed_batch_size,
+        hub_timeout_s=settings.hub_timeout_s,
     )
 
 
-def open_database(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
-    """The engine and sessions on the configured database, its tables created."""
-    settings.ensure_dirs()
-    engine = make_engine(settings.resolved_database_url, settings.sqlite_busy_timeout_s)
-    create_tables(engine)
-    return engine, make_session_factory(engine)
-
-
 def build_services(
-    settings: Settings, model: Embedder | None = None, scheduler: ModelScheduler | None = None
+    settings: Settings,
+    model: Embedder | None = None,
+    scheduler: ModelScheduler | None = None,
+    metrics: Metrics | None = None,
 ) -> Services:
     """Open the database, load the model (unless given), open the index and repair it against the database,
     and build the services on them."""
     engine, sessions = open_database(settings)
     model = model or load_model(settings)
-    scheduler = scheduler or make_scheduler(settings)
+    metrics = metrics or Metrics()
+    scheduler = scheduler or make_scheduler(settings, metrics)
     scheduler.start(model)
     keeper = IndexKeeper.open(
         sessions,
@@ -170,6 +179,7 @@ def build_services(
         keeper=keeper,
         media=media,
         model_name=model.name,
+        metrics=metrics,
         settings=IngestSettings(
             batch_size=settings.embed_batch_size,
             read_workers=settings.read_workers,
@@ -208,4 +218,18 @@ def build_services(
         runner,
         verify_pool,
         KeyStore(sessions),
+        _watched(metrics, keeper, scheduler),
     )
+
+
+def _watched(metrics: Metrics, keeper: IndexKeeper, scheduler: ModelScheduler) -> Metrics:
+    """The readings taken at each scrape."""
+    metrics.watch("sourcelens_index_vectors", "Vectors in the index", lambda: len(keeper.index))
+    metrics.watch(
+        "sourcelens_searches_waiting", "Searches admitted, waiting for the model", lambda: scheduler.stats.waiting
+    )
+    metrics.watch("sourcelens_model_busy_seconds", "Seconds of search forward passes", lambda: scheduler.stats.busy_s)
+    metrics.watch(
+        "sourcelens_index_build_seconds", "Seconds the last index rebuild took", lambda: keeper.last_rebuild_s or 0
+    )
+    return metrics

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.core import logs
 from app.core.config import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from tqdm import tqdm
 
     from app.access.keys import KeyStore
@@ -20,19 +22,23 @@ log = logging.getLogger("sourcelens")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates its CPU-feature probing
     settings = _settings(args)
+    server = args.handler in (cmd_serve, cmd_demo)
+    logs.configure(settings.log_format if settings.log_format != "auto" else ("json" if server else "text"))
     try:
-        return args.handler(args, settings)
-    except Exception as exc:  # a clean message for expected failures; the trace only with --debug
+        return int(args.handler(args, settings))
+    except Exception as exc:  # one line for expected failures; the trace only with --debug
+        from sqlalchemy.exc import SQLAlchemyError
+
         from app.core.errors import ServiceError
         from embeddings import ImageError, ModelLoadError
         from index import IndexMismatchError
 
-        if args.debug or not isinstance(exc, ServiceError | ImageError | ModelLoadError | IndexMismatchError | OSError):
+        expected = ServiceError | ImageError | ModelLoadError | IndexMismatchError | OSError | SQLAlchemyError
+        if args.debug or not isinstance(exc, expected):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"error: {reason[0] if reason else type(exc).__name__}", file=sys.stderr)
         return 2
 
 
@@ -77,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="revoke a key: it stops working at once")
     revoke.add_argument("key_id", type=int)
     revoke.set_defaults(handler=cmd_keys_revoke)
+
+    database = commands.add_parser("db", help="the database's schema: upgrade, show, check")
+    steps = database.add_subparsers(required=True, metavar="ACTION")
+    steps.add_parser("upgrade", help="migrate to the newest schema").set_defaults(handler=cmd_db_upgrade)
+    steps.add_parser("current", help="the schema's revision, and the newest").set_defaults(handler=cmd_db_current)
+    steps.add_parser("check", help="fail if the models and the migrations disagree").set_defaults(handler=cmd_db_check)
 
     reindex = commands.add_parser("reindex", help="re-embed the catalogue with the configured model")
     reindex.add_argument("--force", action="store_true", help="re-embed images already embedded by this model")
@@ -139,11 +151,38 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services | None" = None) -> int:
+    """Serve until SIGTERM or Ctrl-C: then stop taking requests, finish those in flight (within
+    SOURCELENS_SHUTDOWN_GRACE_S), stop the job runner after its batch and save the index."""
     import uvicorn
 
+    from app.bootstrap import build_services
     from app.main import create_app
 
-    uvicorn.run(create_app(settings, services), host=settings.host, port=settings.port, log_level="info")
+    own = services is None
+    services = services or build_services(settings)  # before listening: a model that cannot load fails now
+    model, index = services.model, services.index
+    log.info(
+        "SourceLens serving http://%s:%d: model %s (%s), %d images, index %s, data in %s",
+        settings.host,
+        settings.port,
+        model.name,
+        model.precision,
+        len(index),
+        index.describe(),
+        settings.data_dir,
+    )
+    try:
+        uvicorn.run(
+            create_app(settings, services),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,  # our handler and format (logs.configure)
+            access_log=False,  # requests are logged by the app, with their ids
+            timeout_graceful_shutdown=round(settings.shutdown_grace_s),
+        )
+    finally:
+        if own:
+            services.close()
     return 0
 
 
@@ -169,7 +208,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _keys(settings: Settings) -> "KeyStore":
     from app.access.keys import KeyStore
-    from app.bootstrap import open_database
+    from app.database import open_database
 
     return KeyStore(open_database(settings)[1])
 
@@ -197,10 +236,52 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _engine(settings: Settings) -> "Engine":
+    from app.core.db import make_engine
+
+    settings.ensure_dirs()
+    return make_engine(settings.resolved_database_url, settings.sqlite_busy_timeout_s)
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from app.database import upgrade
+
+    before, now = upgrade(_engine(settings))
+    print(f"database at {now} (was {before or 'empty'})" if before != now else f"database at {now}, the newest")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
+    from app.database import revisions
+
+    current, head = revisions(_engine(settings))
+    print(f"database at {current or 'none'}; the newest is {head}")
+    return 0 if current == head else 1
+
+
+def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
+    """On a scratch copy of the schema, migrated from nothing: do the models and the migrations agree?"""
+    import tempfile
+
+    from app.core.db import make_engine
+    from app.database import schema_differences, upgrade
+
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = make_engine(f"sqlite:///{scratch}/check.db")
+        upgrade(engine)
+        differences = schema_differences(engine)
+        engine.dispose()
+    for difference in differences:
+        print(difference)
+    print("models and migrations agree" if not differences else f"{len(differences)} difference(s)")
+    return 1 if differences else 0
+
+
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bootstrap import load_model, open_database
+    from app.bootstrap import load_model
     from app.catalog.media import MediaStore
     from app.catalog.reindex import count_images, rebuild_index, reembed
+    from app.database import open_database
 
     engine, sessions = open_database(settings)
     model = load_model(settings)

@@ -1,12 +1,15 @@
-"""The FastAPI application: middleware, routes, error mapping and the web page; services built in the lifespan."""
+"""The FastAPI application: middleware, routes, error mapping, the web page and the API docs (served from a
+package's copies of Swagger UI and ReDoc: no CDN); services built in the lifespan."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -14,26 +17,35 @@ from app.access.limiter import RateLimiter
 from app.api.deps import AppState
 from app.api.errors import install_error_handlers
 from app.api.middleware import AdmitSearches, BodySizeLimit
+from app.api.observability import RequestLog
 from app.api.protection import HostCheck, OriginCheck, RateLimit, SecurityHeaders
 from app.api.routes import factories, health, images, ingest_jobs, keys, products, search
 from app.api.security import Public
 from app.bootstrap import Services, build_services, make_scheduler
 from app.core.config import Settings
+from app.core.metrics import Metrics
 
 WEB_DIR = Path(__file__).parent / "web"
+DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))  # Swagger UI and ReDoc, as a package
 MULTIPART_SLACK = 65536  # a body's framing around the file it carries
 SEARCH_PATH = "/api/v1/search"
+TITLE = "SourceLens"
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """The app for `settings`. With `services` (tests, the demo), those are served as they are and left open at
-    shutdown; otherwise the lifespan builds them, off the event loop, and closes them."""
+    """The app for `settings`. With `services` (tests, the demo, `serve`), those are served as they are and left
+    open at shutdown; otherwise the lifespan builds them, off the event loop, and closes them."""
     settings = services.settings if services else (settings or Settings())
-    scheduler = services.scheduler if services else make_scheduler(settings)
+    metrics = services.metrics if services else Metrics()
+    scheduler = services.scheduler if services else make_scheduler(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
-        built = services if services is not None else await run_in_threadpool(build_services, settings, None, scheduler)
+        built = (
+            services
+            if services is not None
+            else await run_in_threadpool(build_services, settings, None, scheduler, metrics)
+        )
         if settings.index_preload:
             built.keeper.preload_in_background()
         built.runner.start(requeue_interrupted=built.engine.dialect.name == "sqlite")
@@ -45,36 +57,46 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             intake=built.intake,
             scheduler=built.scheduler,
             keys=built.keys,
+            metrics=built.metrics,
         )
-        await run_in_threadpool(built.runner.stop)
+        await run_in_threadpool(built.runner.stop)  # after its batch; the job resumes at the next start
         if services is None:
             await run_in_threadpool(built.close)
 
     app = FastAPI(
-        title="SourceLens", version="0.1.0", lifespan=lifespan, description="Find the factory behind a product photo."
+        title=TITLE,
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Find the factory behind a product photo.",
+        docs_url=None,
+        redoc_url=None,
     )
+    reject = _counter(metrics)
     # Added innermost first: a request meets them in the reverse order.
-    app.add_middleware(AdmitSearches, scheduler=scheduler, path=SEARCH_PATH)
-    app.add_middleware(BodySizeLimit, limits=body_limits(settings))
+    app.add_middleware(AdmitSearches, scheduler=scheduler, path=SEARCH_PATH, reject=reject)
+    app.add_middleware(BodySizeLimit, limits=body_limits(settings), reject=reject)
     limiter = RateLimiter(settings.rate_limit_storage, settings.rate_limit_per_key, settings.rate_limit_per_address)
-    app.add_middleware(RateLimit, limiter=limiter)
-    app.add_middleware(OriginCheck, origins=settings.cors_origins)
+    app.add_middleware(RateLimit, limiter=limiter, reject=reject)
+    app.add_middleware(OriginCheck, origins=settings.cors_origins, reject=reject)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
-            expose_headers=["Retry-After", "Location"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["Retry-After", "Location", "X-Request-ID"],
         )
-    app.add_middleware(HostCheck, hosts=settings.trusted_hosts)
+    app.add_middleware(HostCheck, hosts=settings.trusted_hosts, reject=reject)
+    app.add_middleware(RequestLog, metrics=metrics)
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
     for module in (search, factories, products, images, ingest_jobs, keys, health):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-    page = lambda: FileResponse(WEB_DIR / "index.html")  # noqa: E731
-    app.add_api_route("/", page, include_in_schema=False, dependencies=[Public])
+    app.mount("/static-docs", StaticFiles(directory=DOCS_ASSETS), name="static-docs")
+    app.add_api_route("/", _page, include_in_schema=False, dependencies=[Public])
+    app.add_api_route("/docs", _swagger, include_in_schema=False, dependencies=[Public])
+    app.add_api_route("/redoc", _redoc, include_in_schema=False, dependencies=[Public])
     return app
 
 
@@ -84,3 +106,34 @@ def body_limits(settings: Settings) -> dict[str, int]:
         "/api/v1/ingest-jobs": settings.max_job_upload_bytes + MULTIPART_SLACK,
         "": settings.max_upload_bytes + MULTIPART_SLACK,
     }
+
+
+def _counter(metrics: Metrics) -> Callable[[str], None]:
+    def reject(reason: str) -> None:
+        metrics.rejected.labels(reason).inc()
+
+    return reject
+
+
+def _page() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html")
+
+
+def _swagger() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title=f"{TITLE} API",
+        swagger_js_url="/static-docs/swagger-ui-bundle.js",
+        swagger_css_url="/static-docs/swagger-ui.css",
+        swagger_favicon_url="/static-docs/favicon.png",
+    )
+
+
+def _redoc() -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url="/openapi.json",
+        title=f"{TITLE} API",
+        redoc_js_url="/static-docs/redoc.standalone.js",
+        redoc_favicon_url="/static-docs/favicon.png",
+        with_google_fonts=False,
+    )

@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import open_clip
 import torch
 
 from embeddings.base import Embedder, Preprocess, normalise
+from embeddings.hub import HUB_HOST, hub_reachable, offline
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,18 @@ class OpenClipEmbedder(Embedder):
         return normalise(features.numpy())
 
 
-def load_openclip(name: str, arch: str, pretrained: str, cache_dir: Path | None) -> OpenClipEmbedder:
-    """`pretrained` is an open_clip tag (downloaded once, then cached), a checkpoint path, or 'random'."""
+def load_openclip(
+    name: str, arch: str, pretrained: str, cache_dir: Path | None, hub_timeout_s: float = 3.0
+) -> OpenClipEmbedder:
+    """`pretrained` is an open_clip tag (downloaded once, then cached), a checkpoint path, or 'random'. A tag's
+    weights come from the cache alone when the hub does not answer within `hub_timeout_s`."""
     if arch not in open_clip.list_models():
-        raise ModelLoadError(f"unknown open_clip architecture {arch!r}")
+        raise ModelLoadError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
     weights = _resolve_weights(arch, pretrained)
+    from_hub = weights is not None and not Path(weights).is_file()
+    reachable = not from_hub or hub_reachable(hub_timeout_s)
     try:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), nullcontext() if reachable else offline():
             torch.manual_seed(0)  # `random` weights are the same on every load, so tests can compare runs
             model = open_clip.create_model(
                 arch,
@@ -63,7 +70,15 @@ def load_openclip(name: str, arch: str, pretrained: str, cache_dir: Path | None)
                 require_pretrained=bool(weights),
             )
     except Exception as exc:  # open_clip raises RuntimeError/OSError/KeyError for bad or missing weights
-        raise ModelLoadError(f"could not load open_clip {arch} weights {pretrained!r}: {exc}") from exc
+        if not reachable:
+            where = cache_dir or "the Hugging Face cache (~/.cache/huggingface)"
+            raise ModelLoadError(
+                f"cannot load model {name}: its weights are not in {where} and {HUB_HOST} cannot be reached. "
+                f"Point SOURCELENS_MODEL at a local checkpoint (openclip:{arch}:/path/to/weights.pt), use the "
+                "offline model (SOURCELENS_MODEL=effnet-lite0), or set SOURCELENS_MODEL_FALLBACK=effnet-lite0"
+            ) from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model {name}: {first_line}") from exc
     return OpenClipEmbedder(name, model, open_clip.get_tokenizer(arch))
 
 

@@ -57,8 +57,6 @@ def apply_precision(embedder: Embedder, requested: str) -> Embedder:
     cosine = float(cosine_rows(reference, embedder.embed_pixels(pixels)).min())
     embedder.bf16_cosine = cosine
     if requested == "auto" and cosine < MIN_BF16_COSINE:
-        log.warning(
-            "bf16 embeddings of %s reach cosine %.5f < %s; keeping fp32", embedder.name, cosine, MIN_BF16_COSINE
-        )
+        log.info("bf16 embeddings of %s reach cosine %.5f < %s; keeping fp32", embedder.name, cosine, MIN_BF16_COSINE)
         embedder.module, embedder.precision = fp32_module, "fp32"
     return embedder

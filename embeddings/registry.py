@@ -18,9 +18,14 @@ OFFLINE_MODEL = "effnet-lite0"
 
 
 def load_embedder(
-    spec: str, *, precision: str = "auto", cache_dir: Path | None = None, batch_size: int = 32
+    spec: str,
+    *,
+    precision: str = "auto",
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    hub_timeout_s: float = 3.0,
 ) -> Embedder:
-    embedder = _load(spec.strip(), cache_dir)
+    embedder = _load(spec.strip(), cache_dir, hub_timeout_s)
     embedder.batch_size = batch_size
     apply_precision(embedder, precision)
     log.info(
@@ -33,7 +38,7 @@ def load_embedder(
     return embedder
 
 
-def _load(spec: str, cache_dir: Path | None) -> Embedder:
+def _load(spec: str, cache_dir: Path | None, hub_timeout_s: float) -> Embedder:
     if spec == OFFLINE_MODEL:
         from embeddings.effnet import EffnetLite0Embedder
 
@@ -43,5 +48,5 @@ def _load(spec: str, cache_dir: Path | None) -> Embedder:
     if kind == "openclip" and arch and pretrained:
         from embeddings.openclip import load_openclip
 
-        return load_openclip(spec, arch, pretrained, cache_dir)
+        return load_openclip(spec, arch, pretrained, cache_dir, hub_timeout_s)
     raise ModelLoadError(f"unknown model spec {spec!r}; use 'openclip:ARCH:PRETRAINED' or '{OFFLINE_MODEL}'")

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,10 +101,12 @@ _Item = tuple[np.ndarray, "Future[np.ndarray]", bool]  # pixels, the caller's fu
 
 
 class ModelScheduler:
-    """Built without a model, so requests can be admitted before it is loaded; `start(model)` begins serving."""
+    """Built without a model, so requests can be admitted before it is loaded; `start(model)` begins serving.
+    `on_batch(images, seconds)` hears of every search pass (metrics)."""
 
-    def __init__(self, policy: SchedulerPolicy) -> None:
+    def __init__(self, policy: SchedulerPolicy, on_batch: Callable[[int, float], None] | None = None) -> None:
         self.policy = policy
+        self.on_batch = on_batch
         self.model: Embedder | None = None
         self._batches = 0
         self._images = 0
@@ -264,6 +266,8 @@ class ModelScheduler:
             self._batches += 1
             self._images += len(vectors)
             self._busy_s += seconds
+            if self.on_batch is not None:
+                self.on_batch(len(vectors), seconds)
         start = 0
         for pixels, future, _ in batch:
             future.set_result(vectors[start : start + len(pixels)])

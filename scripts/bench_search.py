@@ -29,7 +29,8 @@ from app.catalog.models import Factory, Product
 from app.catalog.models import Image as ImageRow
 from app.core.config import Settings
 from app.core.cores import usable_cores
-from app.core.db import create_tables, make_engine
+from app.core.db import make_engine
+from app.database import upgrade
 from app.demo.evaluation import competitor_photo
 from app.demo.sample_catalogue import Design, factory_palette, render_product, write_catalogue
 from embeddings import Embedder, load_embedder
@@ -46,7 +47,7 @@ def build_catalogue(data_dir: Path, images: int, spec: str, dim: int) -> None:
     settings = Settings(data_dir=data_dir, model=spec)
     settings.ensure_dirs()
     engine = make_engine(settings.resolved_database_url)
-    create_tables(engine)
+    upgrade(engine)
     vectors = clustered(images, dim, families=max(1, images // 50), seed=1)
     products = images // 5
     with engine.begin() as connection:

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.bootstrap import Services, build_services
 from app.core.config import Settings
-from app.core.db import create_tables, make_engine
+from app.core.db import make_engine
+from app.database import upgrade
 from app.demo.sample_catalogue import write_catalogue
 from embeddings import Embedder, load_embedder
 
@@ -133,7 +134,7 @@ def db_connection(database_url: str) -> Iterator[Connection]:
     """A connection inside a transaction that is rolled back after the test (app.bootstrap, imported above,
     has imported every table)."""
     engine = make_engine(database_url)
-    create_tables(engine)
+    upgrade(engine)
     with engine.connect() as connection:
         transaction = connection.begin()
         yield connection

@@ -10,6 +10,7 @@ from app.core.db import Base, RowId, UTCDateTime, utcnow
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # a revoked key's id is never given to another
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255))

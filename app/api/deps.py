@@ -7,6 +7,7 @@ from fastapi import Depends, Path, Query, Request
 from app.access.keys import KeyStore
 from app.catalog.service import CatalogService
 from app.core.config import Settings
+from app.core.metrics import Metrics
 from app.ingest.intake import UploadIntake
 from app.ingest.jobs import JobStore
 from app.search.pipeline import SearchService
@@ -23,6 +24,7 @@ class AppState(TypedDict):
     intake: UploadIntake
     scheduler: ModelScheduler
     keys: KeyStore
+    metrics: Metrics
 
 
 def get_settings(request: Request) -> Settings:
@@ -53,6 +55,10 @@ def get_keys(request: Request) -> KeyStore:
     return request.state.keys
 
 
+def get_metrics(request: Request) -> Metrics:
+    return request.state.metrics
+
+
 def get_ticket(request: Request) -> Ticket | None:
     """The search's place with the scheduler, taken by the middleware when the request arrived."""
     return getattr(request.state, "ticket", None)
@@ -66,6 +72,7 @@ IntakeDep = Annotated[UploadIntake, Depends(get_intake)]
 SchedulerDep = Annotated[ModelScheduler, Depends(get_scheduler)]
 TicketDep = Annotated[Ticket | None, Depends(get_ticket)]
 KeysDep = Annotated[KeyStore, Depends(get_keys)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 # Paging parameters shared by the list endpoints; bounded, so a huge number is a 422, not a database overflow.
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="How many rows to skip.")]

@@ -1,6 +1,7 @@
 """ASGI middleware: request-body caps per path, and admission of searches to the model scheduler."""
 
 import json
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,18 +17,27 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than the {max_bytes:,}-byte limit")
 
 
+Reject = Callable[[str], None]  # counts a refusal by its reason (the metrics)
+
+
+def ignore(_reason: str) -> None:
+    pass
+
+
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, limits: dict[str, int]) -> None:
+    def __init__(self, app: ASGIApp, limits: dict[str, int], reject: Reject = ignore) -> None:
         """`limits` maps path prefixes to byte limits; the longest prefix that the path equals or continues
         with a "/" wins ("" matches all)."""
         self.app = app
         self.limits = sorted(limits.items(), key=lambda item: -len(item[0]))
+        self.reject = reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             max_bytes = next(limit for prefix, limit in self.limits if _under(scope["path"], prefix))
             length = dict(scope["headers"]).get(b"content-length", b"")
             if length.isdigit() and int(length) > max_bytes:
+                self.reject("body_too_large")
                 await send_json(send, 413, f"request body is larger than the {max_bytes:,}-byte limit")
                 return
             receive = _capped(receive, max_bytes)
@@ -66,10 +76,11 @@ class AdmitSearches:
     state, and is released when the search has its vectors or the request ends. With too many searches
     already waiting, the search is refused with 503 and Retry-After rather than queued."""
 
-    def __init__(self, app: ASGIApp, scheduler: ModelScheduler, path: str) -> None:
+    def __init__(self, app: ASGIApp, scheduler: ModelScheduler, path: str, reject: Reject = ignore) -> None:
         self.app = app
         self.scheduler = scheduler
         self.path = path
+        self.reject = reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
@@ -78,6 +89,7 @@ class AdmitSearches:
         try:
             ticket = self.scheduler.admit()
         except SchedulerBusy as busy:
+            self.reject("searches_waiting")
             retry = str(busy.retry_after_s).encode()
             await send_json(send, 503, str(busy), [(b"retry-after", retry)])
             return

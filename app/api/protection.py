@@ -7,7 +7,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.access.limiter import RateLimiter
-from app.api.middleware import send_json
+from app.api.middleware import Reject, ignore, send_json
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # No inline script or style anywhere; nothing may frame the page.
@@ -15,12 +15,11 @@ CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-# FastAPI's /docs and /redoc pages start Swagger UI and ReDoc with an inline script, from a CDN.
+# The /docs and /redoc pages start Swagger UI and ReDoc (served from this server) with an inline script.
 DOCS_CSP = (
-    "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; font-src 'self' https://fonts.gstatic.com; "
-    "worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
 )
 DOCS_PATHS = ("/docs", "/redoc")
 HEADERS = {
@@ -56,8 +55,9 @@ class HostCheck:
     """Answer only requests addressed to a trusted host: a page on another site whose name was made to resolve to
     this server (DNS rebinding) sends its own name, and is refused."""
 
-    def __init__(self, app: ASGIApp, hosts: list[str]) -> None:
+    def __init__(self, app: ASGIApp, hosts: list[str], reject: Reject = ignore) -> None:
         self.app = app
+        self.reject = reject
         self.any = "*" in hosts
         self.hosts = {host.lower() for host in hosts}
 
@@ -65,6 +65,7 @@ class HostCheck:
         if scope["type"] == "http" and not self.any:
             host = _hostname(Headers(scope=scope).get("host", ""))
             if host not in self.hosts:
+                self.reject("host")
                 detail = f"host {host!r} is not served here; add it to SOURCELENS_ALLOWED_HOSTS"
                 await send_json(send, 400, detail)
                 return
@@ -75,8 +76,9 @@ class OriginCheck:
     """Refuse writes sent by a browser from another site (a cross-origin form post needs no preflight), unless
     that origin is configured; requests without an Origin header (tools, servers) pass."""
 
-    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+    def __init__(self, app: ASGIApp, origins: list[str], reject: Reject = ignore) -> None:
         self.app = app
+        self.reject = reject
         self.origins = {origin.rstrip("/").lower() for origin in origins}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,6 +86,7 @@ class OriginCheck:
             headers = Headers(scope=scope)
             origin = headers.get("origin")
             if origin is not None and not self._allowed(origin, headers.get("host", "")):
+                self.reject("origin")
                 detail = f"cross-origin requests from {origin!r} are refused; add it to SOURCELENS_CORS_ORIGINS"
                 await send_json(send, 403, detail)
                 return
@@ -98,9 +101,10 @@ class RateLimit:
     """Count every API request against its client address and, when it carries one, its key; 429 with
     Retry-After past either limit. Health and the page's static files are not counted."""
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter, prefix: str = "/api/") -> None:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, reject: Reject = ignore, prefix: str = "/api/") -> None:
         self.app = app
         self.limiter = limiter
+        self.reject = reject
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,6 +112,7 @@ class RateLimit:
             client = scope.get("client")
             refusal = self.limiter.hit(client[0] if client else "unknown", _token(Headers(scope=scope)))
             if refusal is not None:
+                self.reject(f"rate_limit_{refusal.scope}")
                 detail = f"rate limit of {refusal.limit} per {refusal.scope} reached; retry in {refusal.retry_after_s}s"
                 await send_json(send, 429, detail, [(b"retry-after", str(refusal.retry_after_s).encode())])
                 return

@@ -184,3 +184,12 @@ class KeyRead(BaseModel):
 
 class KeyCreatedRead(KeyRead):
     token: str = Field(description="The key itself. Shown this once: store it now.")
+
+
+class ReadyRead(BaseModel):
+    ready: bool
+    model_loaded: bool
+    database: bool = Field(description="The database answers.")
+    index_in_step: bool = Field(description="The index holds a vector for each image row.")
+    images: int
+    vectors: int

@@ -26,9 +26,10 @@ class Policy(StrEnum):
     READ = "read"  # search and public catalogue reads: any key; no key when SOURCELENS_ANONYMOUS_SEARCH is on
     WRITE = "write"  # catalogue writes and ingest jobs: admin and factory keys (services check which factories)
     ADMIN = "admin"  # managing keys
+    METRICS = "metrics"  # an admin key, or anyone when SOURCELENS_METRICS_PUBLIC is on
 
-    def admits(self, caller: Principal, anonymous_search: bool) -> bool:
-        if self == Policy.PUBLIC:
+    def admits(self, caller: Principal, anonymous_search: bool, metrics_public: bool = False) -> bool:
+        if self == Policy.PUBLIC or (self == Policy.METRICS and metrics_public):
             return True
         if caller.role is None:
             return self == Policy.READ and anonymous_search
@@ -50,7 +51,8 @@ def requires(policy: Policy) -> Callable[..., Principal]:
         token = credentials.credentials if credentials else api_key
         keys: KeyStore = request.state.keys
         principal = keys.authenticate(token) if token else Principal(None)
-        if not policy.admits(principal, request.state.settings.anonymous_search):
+        settings = request.state.settings
+        if not policy.admits(principal, settings.anonymous_search, settings.metrics_public):
             if principal.role is None:
                 raise AuthenticationError("an API key is required: send Authorization: Bearer <key>")
             raise ForbiddenError(f"a {principal.role.value} key may not do this")
@@ -69,4 +71,5 @@ public.policy = Policy.PUBLIC  # type: ignore[attr-defined]
 ReadCaller = Annotated[Principal, Depends(requires(Policy.READ))]
 WriteCaller = Annotated[Principal, Depends(requires(Policy.WRITE))]
 AdminCaller = Annotated[Principal, Depends(requires(Policy.ADMIN))]
+MetricsCaller = Annotated[Principal, Depends(requires(Policy.METRICS))]
 Public = Depends(public)

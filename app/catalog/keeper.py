@@ -4,6 +4,7 @@ read from its memory mapping into memory."""
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +20,7 @@ class IndexKeeper:
         self.index = index
         self.sessions = sessions
         self.dim = dim
+        self.last_rebuild_s: float | None = None  # how long the last background rebuild took
         self._rebuild: threading.Thread | None = None
 
     @classmethod
@@ -70,11 +72,13 @@ class IndexKeeper:
 
     def _rebuild_index(self) -> None:
         try:
+            started = time.perf_counter()
             self.index.begin_rebuild()  # log writes from here on; the snapshot below may miss them
             with self.sessions() as session:
                 ids, vectors = load_vectors(session, self.dim)
             self.index.finish_rebuild(ids, vectors)
             self.index.save()
+            self.last_rebuild_s = time.perf_counter() - started
         except Exception:  # the flat index keeps serving; the next flush tries again
             log.exception("background index rebuild failed")
 

@@ -43,8 +43,12 @@ class Product(Base):
 
 class Image(Base):
     __tablename__ = "images"
-    # Same bytes twice in one product are one image.
-    __table_args__ = (UniqueConstraint("product_id", "content_hash", name="uq_image_product_hash"),)
+    # Same bytes twice in one product are one image. Ids are never reused, even on SQLite (AUTOINCREMENT): an
+    # index file older than a delete must not hold another image's vector under a new image's id.
+    __table_args__ = (
+        UniqueConstraint("product_id", "content_hash", name="uq_image_product_hash"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     product_id: Mapped[str] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), index=True)

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from app.catalog.index_sync import vector_to_bytes
 from app.catalog.media import MediaStore
 from app.catalog.models import Factory, Image, Product
-from app.catalog.types import FactoryInfo, ImageInfo, IndexStatus, NewFactory, NewProduct, ProductInfo
+from app.catalog.types import FactoryInfo, ImageInfo, IndexStatus, NewFactory, NewProduct, ProductInfo, Readiness
 from app.core.access import Principal
+from app.core.db import DatabaseError
 from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from app.core.jsonvalues import check_json
 from embeddings import ImageDecoder, LoadedImage, ModelScheduler, Preprocess
@@ -201,6 +202,15 @@ class CatalogService:
             session.delete(image)
             session.commit()
         self.index.remove(np.array([image_id], dtype=np.int64))
+
+    def readiness(self) -> Readiness:
+        """Whether the database answers and the index holds a vector for each image row."""
+        try:
+            with self.sessions() as session:
+                images = session.scalar(select(func.count()).select_from(Image)) or 0
+        except DatabaseError:
+            return Readiness(database=False, images=0, vectors=len(self.index))
+        return Readiness(database=True, images=images, vectors=len(self.index))
 
     def index_status(self) -> IndexStatus:
         return IndexStatus(images=len(self.index), description=self.index.describe())

@@ -62,3 +62,14 @@ class ImageInfo:
 class IndexStatus:
     images: int  # vectors in the index
     description: str  # its kind and parameters
+
+
+@dataclass(frozen=True)
+class Readiness:
+    database: bool  # it answers
+    images: int  # image rows in the database
+    vectors: int  # vectors in the index
+
+    @property
+    def index_in_step(self) -> bool:
+        return self.database and self.images == self.vectors

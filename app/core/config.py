@@ -23,6 +23,14 @@ class Settings(BaseSettings):
         f"built with, or {DEFAULT_MODEL} for a new one.",
     )
     model_cache_dir: Path | None = Field(default=None, description="Where hub weights are cached.")
+    model_fallback: str | None = Field(
+        default=None,
+        description="A model to use when the configured one cannot be loaded (e.g. effnet-lite0, which needs no "
+        "network). Unset: a model that cannot be loaded stops the command with what to do.",
+    )
+    hub_timeout_s: float = Field(
+        default=3.0, gt=0, description="How long to wait for the model hub before using the local cache only."
+    )
     precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
     index: str = Field(
         default="auto",
@@ -63,6 +71,11 @@ class Settings(BaseSettings):
     max_zip_total_bytes: int = Field(default=8 * 1024**3, ge=1, description="Sum of a ZIP's unpacked sizes.")
     max_zip_files: int = Field(default=100_000, ge=1)
     max_zip_ratio: float = Field(default=200.0, gt=1, description="Largest unpacked/packed size of a member.")
+    auto_migrate: bool = Field(
+        default=True,
+        description="Bring the database to the newest schema at start; false: refuse to start until "
+        "`sourcelens db upgrade` has been run (for operators who migrate as a separate step).",
+    )
     sqlite_busy_timeout_s: float = Field(
         default=30.0, ge=0, description="How long a SQLite write waits for another's lock before answering 503."
     )
@@ -127,6 +140,16 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Web origins allowed to call the API from a browser; none by default, and a cross-origin "
         "write from an origin not listed is refused.",
+    )
+
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without a key (behind a private network); else an admin key."
+    )
+    shutdown_grace_s: float = Field(
+        default=20.0, ge=0, description="On SIGTERM, how long requests in flight may take to finish."
+    )
+    log_format: str = Field(
+        default="auto", pattern="^(auto|json|text)$", description="auto: JSON for serve and demo, text otherwise."
     )
 
     host: str = "127.0.0.1"

@@ -72,11 +72,6 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def create_tables(engine: Engine) -> None:
-    """Every table whose model module has been imported (bootstrap imports them all)."""
-    Base.metadata.create_all(engine)
-
-
 def transient_retry_after(exc: BaseException) -> int | None:
     """Seconds after which to retry, when `exc` says the database is busy for now (a lock held too long, a
     connection lost); None for anything else."""
@@ -92,7 +87,6 @@ __all__ = [
     "DatabaseError",
     "RowId",
     "UTCDateTime",
-    "create_tables",
     "make_engine",
     "make_session_factory",
     "utcnow",

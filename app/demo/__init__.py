@@ -5,7 +5,6 @@ May import search, ingest, catalog, core and embeddings; never api or bootstrap.
 """
 
 import logging
-import socket
 from pathlib import Path
 
 from app.access.keys import KeyStore
@@ -14,7 +13,6 @@ from app.demo.sample_catalogue import write_catalogue
 from embeddings import OFFLINE_MODEL, Embedder, ModelLoadError, load_embedder
 
 log = logging.getLogger(__name__)
-HUB_HOST = "huggingface.co"
 
 
 def demo_catalogue(settings: Settings) -> Path:
@@ -46,15 +44,14 @@ def demo_keys(keys: KeyStore, data_dir: Path) -> list[str]:
 
 
 def demo_model(settings: Settings, model_given: bool) -> Embedder:
-    """The configured model; when CLIP weights cannot be had, fall back to effnet-lite0 and say so loudly."""
+    """The configured model; when CLIP weights cannot be had (no cache, no hub), fall back to effnet-lite0 and say
+    so loudly. A model the user chose is not replaced."""
     spec = settings.resolved_model
-    if model_given or spec == OFFLINE_MODEL:
-        return _load(settings, spec)
-    if not hub_reachable():
-        _go_offline()  # use cached weights if present; do not spend a minute on retries
     try:
         return _load(settings, spec)
     except ModelLoadError as exc:
+        if model_given or spec == OFFLINE_MODEL:
+            raise
         banner = "!" * 78
         log.warning(
             "\n%s\n  CLIP weights for %s could not be loaded:\n  %s\n  FALLING BACK to %s "
@@ -62,7 +59,7 @@ def demo_model(settings: Settings, model_given: bool) -> Embedder:
             "does not. With network access the default model downloads once.\n%s",
             banner,
             spec,
-            str(exc)[:300],
+            exc,
             OFFLINE_MODEL,
             banner,
         )
@@ -72,19 +69,9 @@ def demo_model(settings: Settings, model_given: bool) -> Embedder:
 
 def _load(settings: Settings, spec: str) -> Embedder:
     return load_embedder(
-        spec, precision=settings.precision, cache_dir=settings.model_cache_dir, batch_size=settings.embed_batch_size
+        spec,
+        precision=settings.precision,
+        cache_dir=settings.model_cache_dir,
+        batch_size=settings.embed_batch_size,
+        hub_timeout_s=settings.hub_timeout_s,
     )
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _go_offline() -> None:
-    import huggingface_hub.constants
-
-    huggingface_hub.constants.HF_HUB_OFFLINE = True

@@ -52,4 +52,4 @@ class IngestItem(Base):
     reason: Mapped[str | None] = mapped_column(String(2048))
     row: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the parsed manifest row
 
-    __table_args__ = (Index("ix_ingest_items_job_state", "job_id", "state", "id"),)
+    __table_args__ = (Index("ix_ingest_items_job_state", "job_id", "state", "id"), {"sqlite_autoincrement": True})

@@ -26,6 +26,7 @@ from app.catalog.media import MediaStore
 from app.catalog.models import Image
 from app.catalog.service import content_hash
 from app.core.db import utcnow
+from app.core.metrics import Metrics
 from app.ingest.fetch import Fetcher, read_local
 from app.ingest.intake import remove_job_files
 from app.ingest.jobs import IngestReport, JobStore, get_job, pending_item_ids
@@ -60,6 +61,7 @@ class IngestPipeline:
         media: MediaStore,
         model_name: str,
         settings: IngestSettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.jobs = jobs
@@ -69,7 +71,8 @@ class IngestPipeline:
         self.scheduler = scheduler
         self.keeper = keeper
         self.media = media
-        self.writer = BatchWriter(keeper.index, model_name)
+        self.metrics = metrics or Metrics()
+        self.writer = BatchWriter(keeper.index, model_name, self._count)
         self.settings = settings
 
     def ingest_manifest(self, manifest: Path, progress: Progress | None = None) -> IngestReport:
@@ -122,6 +125,10 @@ class IngestPipeline:
                 self._cleanup(job_id, confined=context.confine)  # every item is acknowledged
         self.keeper.flush()
         return self.jobs.report(job_id)
+
+    def _count(self, outcomes: list[str]) -> None:
+        for outcome in outcomes:
+            self.metrics.job_items.labels(outcome).inc()
 
     def _cleanup(self, job_id: str, confined: bool) -> None:
         """An uploaded job's files, once it ends: its images are in the media store by then."""

@@ -7,6 +7,7 @@ for now (a locked SQLite file) is waited out: the batch is written again, up to 
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -51,9 +52,10 @@ class JobContext:
 
 
 class BatchWriter:
-    def __init__(self, index: VectorIndex, model_name: str) -> None:
+    def __init__(self, index: VectorIndex, model_name: str, on_outcomes: Callable[[list[str]], None]) -> None:
         self.index = index
         self.model_name = model_name
+        self.on_outcomes = on_outcomes  # hears each committed batch's outcomes (metrics)
 
     def write(self, session: Session, batch: list[ReadItem], context: JobContext, batch_seconds: float) -> None:
         for attempt in count(1):
@@ -85,6 +87,7 @@ class BatchWriter:
         context.stage_seconds["write"] += time.perf_counter() - started
         _acknowledge(session, context.job_id, outcomes, context.stage_seconds, batch_seconds)
         session.commit()
+        self.on_outcomes([outcome for outcome, _ in outcomes.values()])
         context.known |= added
         if new_images:
             ids = np.array([image.id for image, _ in new_images])

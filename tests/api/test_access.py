@@ -21,7 +21,7 @@ from app.main import create_app
 
 ADMIN = Principal.system()
 MINE = ("A", "A2")  # the factory key's factories; B belongs to someone else
-PAGES = {"/", "/static", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}  # not API routes: public
+PAGES = {"/static", "/static-docs", "/openapi.json"}  # not API routes: public files and the API's description
 PHOTO = jpeg_bytes(render_product(Design(seed=11, palette=factory_palette(2)), size=256))
 
 
@@ -42,6 +42,10 @@ def calls(ids: dict[str, object]) -> dict[tuple[str, str], list[Call]]:
     return {
         ("GET", "/healthz"): [Call("GET", "/healthz")],
         ("GET", "/"): [Call("GET", "/")],
+        ("GET", "/docs"): [Call("GET", "/docs")],
+        ("GET", "/redoc"): [Call("GET", "/redoc")],
+        ("GET", "/readyz"): [Call("GET", "/readyz")],
+        ("GET", "/metrics"): [Call("GET", "/metrics")],
         ("POST", "/api/v1/search"): [Call("POST", "/api/v1/search", files=photo, data={"include_weak": "true"})],
         ("GET", "/api/v1/images/{image_id}/similar"): [Call("GET", f"/api/v1/images/{ids['IA1']}/similar")],
         ("GET", "/api/v1/factories"): [Call("GET", "/api/v1/factories")],
@@ -105,8 +109,10 @@ def intended(method: str, path: str) -> Policy:
     """Who each route is for: the page and health for anyone; search and catalogue reads for any key (and for
     anonymous callers where that is switched on); catalogue writes and ingest jobs for admin and factory keys;
     keys for admins."""
-    if path in ("/", "/healthz"):
+    if path in ("/", "/healthz", "/readyz", "/docs", "/redoc"):
         return Policy.PUBLIC
+    if path == "/metrics":
+        return Policy.METRICS
     if path.startswith("/api/v1/keys"):
         return Policy.ADMIN
     if path.startswith("/api/v1/ingest-jobs"):

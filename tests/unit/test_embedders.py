@@ -67,7 +67,7 @@ def test_random_weights_are_the_same_on_every_load(tiny_embedder):
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelLoadError, match="could not load"):
+    with pytest.raises(ModelLoadError, match="cannot load model"):
         load_embedder(f"openclip:sourcelens-tiny:{bad}")
 
 

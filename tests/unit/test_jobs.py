@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from app.catalog.models import Image
 from app.core.access import Principal
-from app.core.db import create_tables, make_engine, make_session_factory, utcnow
+from app.core.db import make_engine, make_session_factory, utcnow
+from app.database import upgrade
 from app.ingest.jobs import JobStore
 from app.ingest.manifest import parse_manifest, read_manifest
 from app.ingest.models import IngestItem, IngestJob
@@ -80,7 +81,7 @@ def test_a_job_counts_rows_that_failed_parsing_as_done(rolled_back_sessions):
 
 def test_claim_skips_locked_jobs_and_retakes_silent_ones_on_postgres(postgres_url):
     engine = make_engine(postgres_url)
-    create_tables(engine)
+    upgrade(engine)
     sessions = make_session_factory(engine)
     jobs = JobStore(sessions)
     with sessions() as session:

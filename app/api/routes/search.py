@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from app.api.deps import ImageId, SearchDep, SettingsDep, TicketDep
+from app.api.deps import ImageId, MetricsDep, SearchDep, SettingsDep, TicketDep
 from app.api.mapping import search_read
 from app.api.schemas import SearchRead
 from app.api.security import ReadCaller
@@ -79,6 +79,7 @@ def search_route(
     search: SearchDep,
     settings: SettingsDep,
     ticket: TicketDep,
+    metrics: MetricsDep,
     _caller: ReadCaller,
     params: Annotated[SearchParams, Form()],
     image: Annotated[
@@ -102,7 +103,11 @@ def search_route(
             raise InvalidInputError(f"{len(bbox)} bbox values for {len(photos)} photos; give one per photo")
         photos = [QueryPhoto(photo.data, box or None) for photo, box in zip(photos, bbox, strict=True)]
     options = params.options(settings.default_top_k, auto_crop)
-    return search_read(search.run(photos, text or None, options, ticket), options.offset)
+    result = search.run(photos, text or None, options, ticket)
+    for stage, ms in result.timings_ms.items():
+        if stage != "passes":
+            metrics.search_stage.labels(stage).observe(ms / 1000)
+    return search_read(result, options.offset)
 
 
 @router.get("/images/{image_id}/similar", response_model=SearchRead, responses={404: {"description": "No image"}})
