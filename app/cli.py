@@ -4,7 +4,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from app.core import logs
@@ -158,6 +160,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services 
     from app.bootstrap import build_services
     from app.main import create_app
 
+    class _Server(uvicorn.Server):
+        """Tells the job worker to stop at the signal itself, so its batch ends while the requests in flight
+        finish, rather than after them (a job could otherwise run on through the whole grace period)."""
+
+        def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+            super().__init__(config)
+            self.on_exit = on_exit
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.on_exit()
+            super().handle_exit(sig, frame)
+
     own = services is None
     services = services or build_services(settings)  # before listening: a model that cannot load fails now
     model, index = services.model, services.index
@@ -171,15 +185,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services 
         index.describe(),
         settings.data_dir,
     )
+    config = uvicorn.Config(
+        create_app(settings, services),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our handler and format (logs.configure)
+        access_log=False,  # requests are logged by the app, with their ids
+        timeout_graceful_shutdown=round(settings.shutdown_grace_s),
+    )
     try:
-        uvicorn.run(
-            create_app(settings, services),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,  # our handler and format (logs.configure)
-            access_log=False,  # requests are logged by the app, with their ids
-            timeout_graceful_shutdown=round(settings.shutdown_grace_s),
-        )
+        _Server(config, on_exit=services.runner.request_stop).run()
     finally:
         if own:
             services.close()
@@ -240,7 +255,7 @@ def _engine(settings: Settings) -> "Engine":
     from app.core.db import make_engine
 
     settings.ensure_dirs()
-    return make_engine(settings.resolved_database_url, settings.sqlite_busy_timeout_s)
+    return make_engine(settings.resolved_database_url, settings.lock_wait_s)
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:

@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             metrics=built.metrics,
         )
         await run_in_threadpool(built.runner.stop)  # after its batch; the job resumes at the next start
+        # Saved here, not only by whoever closes the services: after a SIGTERM, uvicorn re-raises the signal as
+        # soon as the lifespan ends, and the process exits before any code after uvicorn.run.
+        await run_in_threadpool(built.keeper.save)
         if services is None:
             await run_in_threadpool(built.close)
 

@@ -1,8 +1,10 @@
 """FAISS backend, persisted in a directory.
 
-Layout: `faiss-<generation>.index` files and `meta.json`, which names the current file and the embedder.
-A save writes a new generation, fsyncs it, then atomically replaces meta.json; so a crash at any point
-leaves a complete, self-consistent index on disk. Older generations are deleted after the switch.
+Layout: `faiss-<generation>.index` files and `meta.json`, which names the current file, its SHA-256 and the
+embedder. A save writes a new generation, fsyncs it, then atomically replaces meta.json; so a crash at any
+point leaves a complete, self-consistent index on disk. Older generations are deleted after the switch.
+A file that does not match its checksum, or a meta.json that cannot be read, is damage, not a reason to
+refuse to start: the index starts empty and dirty, with one warning, and is rebuilt from the database.
 
 Index kind (index/faiss_kinds.py) follows the `index_type` policy: `flat`, `ivf-sq8`, or `auto` (flat until
 `ivf_threshold` vectors, then IVF-SQ8). Moving to IVF is a rebuild that runs in the background: mutations
@@ -11,6 +13,7 @@ writes go on throughout. IVF files are opened memory-mapped (fast start, pages s
 and copied into memory on the first write.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -77,15 +80,21 @@ class FaissIndex(VectorIndex):
         index = cls(directory, embedder, dim, index_type, ivf_threshold, search_threads)
         meta_path = directory / META
         if not meta_path.exists():
+            if _latest_generation(directory):  # index files without the meta that names one of them
+                index._start_damaged(f"{META} is missing")
             return index
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = _read_meta(meta_path)
+        except ValueError as exc:
+            index._start_damaged(f"{META} is unreadable ({exc})")
+            return index
         if meta["embedder"] != embedder or meta["dim"] != dim:
             raise IndexMismatchError(
                 f"the index in {directory} was built with {meta['embedder']} (dim {meta['dim']}), "
                 f"but the configured model is {embedder} (dim {dim}). "
                 "Run `sourcelens reindex` to rebuild it with the configured model, or set SOURCELENS_MODEL back."
             )
-        index._load(directory / meta["file"], meta.get("type", kinds.FLAT))
+        index._load(directory / meta["file"], meta.get("type", kinds.FLAT), meta.get("sha256"), meta.get("count"))
         return index
 
     @classmethod
@@ -106,18 +115,34 @@ class FaissIndex(VectorIndex):
         index.upsert(ids, vectors)
         return index
 
-    def _load(self, path: Path, kind: str) -> None:
+    def _load(self, path: Path, kind: str, sha256: str | None, count: int | None) -> None:
+        # Reading the whole file for its checksum costs ~0.3 s per GB, paid once at start: a flipped byte in a
+        # vector otherwise loads silently and scores garbage (similarities of 1e35 were seen).
+        if sha256 is not None:
+            try:
+                actual = _sha256(path)
+            except OSError as exc:
+                self._start_damaged(f"index file {path.name} is unreadable ({exc.strerror})")
+                return
+            if actual != sha256:
+                self._start_damaged(f"index file {path.name} does not match its checksum")
+                return
         try:
             flags = faiss.IO_FLAG_MMAP if kind == kinds.IVF_SQ8 else 0
-            self._index = kinds.tune_for_single_queries(faiss.read_index(str(path), flags))
-            self._opened_from, self._memory_mapped = path, bool(flags)
-        except RuntimeError as exc:  # missing or damaged file: the database holds every vector
-            log.warning(
-                "index file %s is unreadable (%s); starting empty, to be rebuilt from the database",
-                path.name,
-                str(exc).splitlines()[0][:200],
-            )
-            self._dirty = True
+            loaded = kinds.tune_for_single_queries(faiss.read_index(str(path), flags))
+        except RuntimeError as exc:
+            self._start_damaged(f"index file {path.name} is unreadable ({str(exc).splitlines()[0][:200]})")
+            return
+        if count is not None and loaded.ntotal != count:
+            self._start_damaged(f"index file {path.name} holds {loaded.ntotal} vectors, its meta says {count}")
+            return
+        self._index, self._opened_from, self._memory_mapped = loaded, path, bool(flags)
+
+    def _start_damaged(self, reason: str) -> None:
+        """Start empty and dirty: the database holds every vector, so the owner's reconcile rebuilds it."""
+        log.warning("%s in %s; starting empty, to be rebuilt from the database", reason, self.directory)
+        self._index = kinds.new_flat(self.dim)
+        self._dirty = True
 
     def _wants_ivf(self, count: int) -> bool:
         return self.policy == kinds.IVF_SQ8 or (self.policy == AUTO and count >= self.ivf_threshold)
@@ -249,6 +274,7 @@ class FaissIndex(VectorIndex):
             faiss.write_index(self._index, str(self.directory / filename))
             _fsync_file(self.directory / filename)
             meta = {
+                "sha256": _sha256(self.directory / filename),
                 "format": FORMAT,
                 "backend": "faiss",
                 "type": self.kind,
@@ -277,6 +303,28 @@ def _upsert(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray) -> None:
 def _latest_generation(directory: Path) -> int:
     numbers = [int(path.stem[6:]) for path in directory.glob("faiss-*.index") if path.stem[6:].isdigit()]
     return max(numbers, default=0)
+
+
+def _read_meta(path: Path) -> dict:
+    """meta.json's contents; ValueError when it is truncated, not JSON, or lacks a field a load needs."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(str(exc)[:200]) from exc
+    missing = [key for key in ("embedder", "dim", "file") if not isinstance(meta, dict) or key not in meta]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    if "/" in str(meta["file"]) or "\\" in str(meta["file"]):
+        raise ValueError("its file is not in the index directory")
+    return meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:

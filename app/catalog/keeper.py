@@ -52,9 +52,13 @@ class IndexKeeper:
         threading.Thread(target=self.index.preload, name="index-preload", daemon=True).start()
 
     def flush(self) -> None:
+        self.save()
+        self.maybe_rebuild()
+
+    def save(self) -> None:
+        """Write the index to disk if it changed since it was last written."""
         if self.index.dirty:
             self.index.save()
-        self.maybe_rebuild()
 
     def maybe_rebuild(self) -> None:
         """Start the background move to a bigger index kind when the catalogue has grown into it."""
@@ -85,4 +89,4 @@ class IndexKeeper:
     def close(self) -> None:
         """Save what changed. A rebuild in progress is left to finish or die with the process: the saved flat
         index serves, and the next start rebuilds."""
-        self.flush()
+        self.save()

@@ -76,8 +76,8 @@ class Settings(BaseSettings):
         description="Bring the database to the newest schema at start; false: refuse to start until "
         "`sourcelens db upgrade` has been run (for operators who migrate as a separate step).",
     )
-    sqlite_busy_timeout_s: float = Field(
-        default=30.0, ge=0, description="How long a SQLite write waits for another's lock before answering 503."
+    lock_wait_s: float = Field(
+        default=30.0, ge=0, description="How long a database write waits for another's lock before answering 503."
     )
     job_poll_s: float = Field(default=2.0, gt=0)
     job_stale_after_s: float = Field(default=300.0, gt=0, description="Heartbeat age after which a job is retaken.")
@@ -192,5 +192,8 @@ class Settings(BaseSettings):
 
 def stored_index_model(index_dir: Path) -> str | None:
     """The embedder recorded by an existing index, so a data directory keeps the model it was built with."""
-    meta = index_dir / "meta.json"
-    return json.loads(meta.read_text())["embedder"] if meta.exists() else None
+    try:
+        embedder = json.loads((index_dir / "meta.json").read_text())["embedder"]
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: the index is rebuilt at start
+        return None
+    return embedder if isinstance(embedder, str) else None

@@ -11,7 +11,13 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 SQLITE_POOL_SIZE = 32  # connections kept open: requests run on a thread pool of up to 40
 # What a database says when it is busy for now rather than broken: retrying later will do.
-TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "could not obtain lock", "deadlock detected")
+TRANSIENT_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "could not obtain lock",
+    "deadlock detected",
+    "lock timeout",
+)
 
 # BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY auto-increments.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
@@ -42,8 +48,9 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
 
 
-def make_engine(url: str, sqlite_busy_timeout_s: float = 30.0) -> Engine:
-    """`sqlite_busy_timeout_s`: how long a writer waits for SQLite's lock before the database says it is busy."""
+def make_engine(url: str, lock_wait_s: float = 30.0) -> Engine:
+    """`lock_wait_s`: how long a statement waits for another's lock (SQLite's writer lock, PostgreSQL's row and
+    table locks) before the database says it is busy, which the API answers with 503 and Retry-After."""
     if url.startswith("sqlite"):
         # Requests run in a thread pool, hence check_same_thread=False; the busy timeout lets
         # a search read while an ingest batch commits.
@@ -51,13 +58,15 @@ def make_engine(url: str, sqlite_busy_timeout_s: float = 30.0) -> Engine:
         # 5 + 10 overflow closed and reopened connections (and re-ran the pragmas) under load.
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_s},
+            connect_args={"check_same_thread": False, "timeout": lock_wait_s},
             pool_size=SQLITE_POOL_SIZE,
             max_overflow=SQLITE_POOL_SIZE,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # Without a lock timeout a PostgreSQL writer queued behind a long transaction waits for ever.
+    lock_timeout = f"-c lock_timeout={max(1, int(lock_wait_s * 1000))}"
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args={"options": lock_timeout})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
@@ -70,6 +79,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def begin_write(session: Session) -> None:
+    """Open the session's transaction now, for writing. On SQLite this matters twice over: pysqlite defers
+    BEGIN to the first INSERT, so a SAVEPOINT issued before it starts a transaction of its own, which its
+    RELEASE commits (a row was durable before its batch, seen after a kill -9); and BEGIN IMMEDIATE takes the
+    writer lock up front, waiting up to the busy timeout, rather than failing at once on a stale snapshot."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    driver = connection.connection.driver_connection
+    if driver is not None and not driver.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def transient_retry_after(exc: BaseException) -> int | None:
@@ -87,6 +109,7 @@ __all__ = [
     "DatabaseError",
     "RowId",
     "UTCDateTime",
+    "begin_write",
     "make_engine",
     "make_session_factory",
     "utcnow",

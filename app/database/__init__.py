@@ -37,7 +37,7 @@ def open_database(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
     """The engine and sessions on the configured database, at the newest schema: migrated on the spot, or, with
     SOURCELENS_AUTO_MIGRATE=false, checked (SchemaError, naming the command to run)."""
     settings.ensure_dirs()
-    engine = make_engine(settings.resolved_database_url, settings.sqlite_busy_timeout_s)
+    engine = make_engine(settings.resolved_database_url, settings.lock_wait_s)
     if settings.auto_migrate:
         upgrade(engine)
     else:

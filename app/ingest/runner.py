@@ -50,8 +50,14 @@ class JobRunner:
         """A job was queued: look now rather than at the next poll."""
         self._wake.set()
 
+    def request_stop(self) -> None:
+        """Ask the worker to stop after its current batch, without waiting (safe in a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the current batch, then stop; the job stays claimed and resumes on the next start."""
+        """Finish the current batch, then stop; the job goes back in the queue, for this process's next start
+        or another worker to resume where it stopped."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -74,8 +80,8 @@ class JobRunner:
         log.info("ingest job %s started by %s", job_id, self.worker)
         try:
             report = self.pipeline.run_job(job_id, stop=self._stop, until=time.monotonic() + self.slice_s)
-            if report.state == "running" and not self._stop.is_set():
-                self.jobs.requeue(job_id)  # its turn is up; it resumes after the others
+            if report.state == "running":  # its turn is up, or the server is stopping: checkpointed, queued again
+                self.jobs.requeue(job_id)
             log.info("ingest job %s %s: %s", job_id, report.state, report.summary())
         except Exception as exc:  # a broken job must not kill the worker; its report says why
             if (retry := transient_retry_after(exc)) is not None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.catalog.models import Factory, Image, Product
 from app.catalog.service import new_image_row
-from app.core.db import DatabaseError, transient_retry_after, utcnow
+from app.core.db import DatabaseError, begin_write, transient_retry_after, utcnow
 from app.ingest.jobs import STAGES, TEXT_LIMIT, get_job
 from app.ingest.manifest import ManifestRow
 from app.ingest.models import IngestItem
@@ -71,6 +71,7 @@ class BatchWriter:
 
     def _write(self, session: Session, batch: list[ReadItem], context: JobContext, batch_seconds: float) -> None:
         started = time.perf_counter()
+        begin_write(session)  # before the first savepoint: see begin_write
         new_images: list[tuple[Image, np.ndarray]] = []
         added: set[tuple[str, str]] = set()  # (product, content hash) stored by this batch so far
         outcomes: dict[int, tuple[str, str | None]] = {}

@@ -14,8 +14,8 @@ def photo(seed: int, size: int = 256) -> bytes:
 
 
 @pytest.fixture
-def client(make_services, effnet_embedder):
-    services = make_services(effnet_embedder, max_upload_bytes=2_000_000, max_image_bytes=2_000_000)
+def client(make_services, effnet_embedder, backend):
+    services = make_services(effnet_embedder, max_upload_bytes=2_000_000, max_image_bytes=2_000_000, **backend)
     with TestClient(create_app(services.settings, services)) as test_client:
         test_client.services = services
         authorize(test_client, services)

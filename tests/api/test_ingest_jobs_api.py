@@ -11,11 +11,11 @@ from app.main import create_app
 
 
 @pytest.fixture
-def client_for(make_services, tiny_embedder):
+def client_for(make_services, tiny_embedder, backend):
     clients = []
 
     def start(**overrides) -> TestClient:
-        services = make_services(tiny_embedder, job_poll_s=0.05, **overrides)
+        services = make_services(tiny_embedder, job_poll_s=0.05, **{**backend, **overrides})
         client = TestClient(create_app(services.settings, services))
         client.__enter__()
         client.services = services
@@ -187,18 +187,17 @@ def test_a_job_is_cancelled_through_the_api(client_for, catalogue, monkeypatch):
 
 
 def test_a_locked_database_answers_503_with_retry_after(client_for):
-    import sqlite3
-
-    client = client_for(sqlite_busy_timeout_s=0.1)
+    client = client_for(lock_wait_s=0.1)
     assert client.post("/api/v1/factories", json={"id": "F1", "name": "Acme"}).status_code == 201
-    db = client.services.settings.data_dir / "sourcelens.db"
-    locker = sqlite3.connect(db, timeout=5, isolation_level=None, check_same_thread=False)
-    locker.execute("BEGIN IMMEDIATE")
-    try:
+    engine = client.services.engine
+    with engine.connect() as locker:
+        # Another writer holds the lock: SQLite's whole-database writer lock, PostgreSQL's row lock.
+        if engine.dialect.name == "sqlite":
+            locker.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            locker.exec_driver_sql("SELECT * FROM factories WHERE id = 'F1' FOR UPDATE")
         busy = client.patch("/api/v1/factories/F1", json={"name": "Renamed"})
-    finally:
-        locker.execute("COMMIT")
-        locker.close()
+        locker.rollback()
     assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
     assert "busy" in busy.json()["detail"]
     assert client.get("/api/v1/factories/F1").json()["name"] == "Acme"  # nothing half-done

@@ -111,3 +111,25 @@ def test_text_tower(tiny_embedder, effnet_embedder):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     with pytest.raises(TextNotSupported):
         effnet_embedder.embed_text(["mug"])
+
+
+def test_the_hub_is_asked_once_briefly_and_says_when_it_is_out_of_reach(monkeypatch, caplog):
+    import socket
+
+    import huggingface_hub.constants as hub_constants
+
+    from embeddings.hub import hub_reachable
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{port}")  # a mirror (HF_ENDPOINT)
+    assert hub_reachable(1.0) is True and not caplog.records
+    listening.close()
+    assert hub_reachable(1.0) is False
+    assert "not reachable" in caplog.text and "cached weights only" in caplog.text
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    caplog.clear()
+    assert hub_reachable(30.0) is False and not caplog.records  # offline by choice: not even tried

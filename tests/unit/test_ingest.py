@@ -146,7 +146,7 @@ def test_missing_or_corrupt_index_file_is_rebuilt_from_database(make_services, t
     index_file.write_bytes(b"garbage")
     restarted = make_services(tiny_embedder)
     assert sorted(restarted.index.ids().tolist()) == list(range(1, 29))
-    assert "unreadable" in caplog.text and "28 vectors added" in caplog.text
+    assert "does not match its checksum" in caplog.text and "28 vectors added" in caplog.text
     index_file.unlink(missing_ok=True)
     for path in services.settings.index_dir.glob("faiss-*.index"):
         path.unlink()

@@ -5,6 +5,7 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from app.catalog.models import Image
@@ -129,7 +130,7 @@ def test_a_row_the_database_refuses_is_that_rows_error_and_the_rest_is_stored(
 def test_a_database_busy_for_a_moment_is_waited_out(make_services, tiny_embedder, catalogue):
     import sqlite3
 
-    services = make_services(tiny_embedder, embed_batch_size=8, sqlite_busy_timeout_s=0.1)
+    services = make_services(tiny_embedder, embed_batch_size=8, lock_wait_s=0.1)
     job_id = services.jobs.create(read_manifest(catalogue), source="m", work_dir=str(catalogue.parent), confined=False)
     db = services.settings.data_dir / "sourcelens.db"
     locker = sqlite3.connect(db, timeout=5, isolation_level=None, check_same_thread=False)
@@ -207,3 +208,45 @@ def test_a_failed_job_keeps_its_report_not_its_files(make_services, tiny_embedde
     report = services.jobs.report(job_id)
     assert report.state == "failed" and report.error == "RuntimeError: disk on fire"
     assert not job_dir.exists()
+
+
+def test_a_stopping_runner_checkpoints_its_job_for_any_worker_to_resume(make_services, tiny_embedder, catalogue):
+    services = make_services(tiny_embedder, embed_batch_size=2, job_poll_s=0.05)
+    job_id = services.jobs.create(read_manifest(catalogue), source="s", work_dir=str(catalogue.parent), confined=False)
+    services.runner.start(requeue_interrupted=False)
+    deadline = time.monotonic() + 60
+    while services.jobs.report(job_id).done < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    services.runner.stop()  # what SIGTERM does: the batch in hand finishes, then the job is queued again
+    stopped = services.jobs.report(job_id)
+    assert stopped.state == "queued" and 4 <= stopped.done < 28 and image_count(services) == stopped.done
+    services.runner.start(requeue_interrupted=False)  # not told to requeue: the job was already
+    while services.jobs.report(job_id).state != "done" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    services.runner.stop()
+    resumed = services.jobs.report(job_id)
+    assert (resumed.state, resumed.done, resumed.added) == ("done", 28, 28) and image_count(services) == 28
+
+
+def test_a_batch_cut_off_before_its_commit_leaves_nothing_stored(make_services, tiny_embedder, catalogue, backend):
+    """A crash between a batch's rows and its commit: no row may be durable (each row has its own savepoint,
+    and on SQLite a savepoint opened outside a transaction used to commit itself on release)."""
+    import app.ingest.writer as writer
+
+    services = make_services(tiny_embedder, embed_batch_size=4, **backend)
+    job_id = services.jobs.create(read_manifest(catalogue), source="t", work_dir=str(catalogue.parent), confined=False)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("the process dies here")  # not an Exception: nothing handles it
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer, "_acknowledge", crash)
+        with pytest.raises(KeyboardInterrupt):
+            services.ingest.run_job(job_id)
+    other = make_engine(services.settings.resolved_database_url)  # what another process sees
+    with make_session_factory(other)() as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == 0
+        assert session.scalar(select(func.count()).where(IngestItem.state == "done")) == 0
+    other.dispose()
+    report = services.ingest.run_job(job_id)  # and the job still completes, every row once
+    assert (report.state, report.added, report.failed) == ("done", 28, 0) and image_count(services) == 28
