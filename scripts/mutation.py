@@ -41,6 +41,7 @@ DECIDING: dict[str, list[str]] = {
     "app/search/lookup.py": [f"{UNIT}/test_search_service.py", f"{API}/test_search_api.py"],
     # limits
     "app/api/middleware.py": [f"{API}/test_limits.py"],
+    "app/api/security.py": [f"{API}/test_access.py"],
     "app/ingest/manifest.py": [f"{UNIT}/test_manifest.py"],
     "app/ingest/archive.py": [f"{UNIT}/test_archive.py", f"{API}/test_ingest_jobs_api.py"],
     "app/ingest/fetch.py": [f"{UNIT}/test_fetch.py"],
@@ -49,9 +50,11 @@ DECIDING: dict[str, list[str]] = {
     # durability
     "app/ingest/pipeline.py": [f"{UNIT}/test_ingest.py", f"{UNIT}/test_jobs.py"],
     "app/ingest/jobs.py": [f"{UNIT}/test_jobs.py", f"{UNIT}/test_ingest.py"],
+    "app/ingest/writer.py": [f"{UNIT}/test_jobs.py", f"{UNIT}/test_ingest.py"],
     "app/catalog/service.py": [f"{UNIT}/test_catalog_service.py"],
     "app/catalog/index_sync.py": [f"{UNIT}/test_ingest.py", f"{UNIT}/test_catalog_service.py"],
-    "index/faiss_index.py": [f"{UNIT}/test_index.py"],
+    "index/faiss_index.py": [f"{UNIT}/test_index.py", f"{UNIT}/test_index_damage.py"],
+    "app/database/__init__.py": [f"{UNIT}/test_migrations.py"],
     # the model's CPU
     "embeddings/scheduler.py": [f"{UNIT}/test_scheduler.py"],
 }
