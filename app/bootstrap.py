@@ -3,12 +3,13 @@ the CLI, the demo and the scripts all call `build_services`; nothing below reach
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.keys import KeyStore
+from app.calibration.service import CalibrationService
 from app.catalog.keeper import IndexKeeper
 from app.catalog.media import MediaStore
 from app.catalog.service import CatalogService
@@ -25,7 +26,7 @@ from app.ingest.pipeline import IngestPipeline, IngestSettings
 from app.ingest.runner import JobRunner
 from app.search.lookup import SearchLookup
 from app.search.pipeline import SearchPolicy, SearchService
-from app.search.scoring import default_near_duplicate
+from app.search.scoring import Thresholds, default_near_duplicate
 from app.search.verify import FeatureCache, one_thread_per_pair
 from embeddings import Embedder, ImageDecoder, ModelLoadError, ModelScheduler, SchedulerPolicy, load_embedder
 from index import VectorIndex
@@ -50,6 +51,7 @@ class Services:
     verify_pool: ThreadPoolExecutor
     keys: KeyStore
     metrics: Metrics
+    calibration: CalibrationService
 
     @property
     def index(self) -> VectorIndex:
@@ -136,7 +138,7 @@ def build_services(
     near_duplicate = settings.near_duplicate_similarity
     policy = SearchPolicy(
         max_top_k=settings.max_top_k,
-        near_duplicate=default_near_duplicate(model.name) if near_duplicate is None else near_duplicate,
+        thresholds=Thresholds(default_near_duplicate(model.name) if near_duplicate is None else near_duplicate),
     )
     search = SearchService(
         scheduler=scheduler,
@@ -203,6 +205,8 @@ def build_services(
         manifest_limits=manifest_limits,
         on_submitted=runner.wake,
     )
+    calibration = CalibrationService(search, sessions, media, model.name)
+    _use_calibration(calibration, search, near_duplicate)
     return Services(
         settings,
         engine,
@@ -219,7 +223,16 @@ def build_services(
         verify_pool,
         KeyStore(sessions),
         _watched(metrics, keeper, scheduler),
+        calibration,
     )
+
+
+def _use_calibration(calibration: CalibrationService, search: SearchService, near_duplicate: float | None) -> None:
+    """The catalogue's own calibration when there is one; SOURCELENS_NEAR_DUPLICATE_SIMILARITY, when set,
+    overrides its near-duplicate cut all the same."""
+    calibration.apply_stored()
+    if near_duplicate is not None:
+        search.use_thresholds(replace(search.thresholds, near_duplicate=near_duplicate))
 
 
 def _watched(metrics: Metrics, keeper: IndexKeeper, scheduler: ModelScheduler) -> Metrics:

@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     steps.add_parser("current", help="the schema's revision, and the newest").set_defaults(handler=cmd_db_current)
     steps.add_parser("check", help="fail if the models and the migrations disagree").set_defaults(handler=cmd_db_check)
 
+    calibrate = commands.add_parser("calibrate", help="fit the match levels' thresholds on this catalogue")
+    calibrate.add_argument("--target", type=float, default=0.01, help="rate of confident wrong answers (0.01)")
+    calibrate.add_argument("--copies", type=int, default=300, help="catalogue images queried as copies (300)")
+    calibrate.add_argument("--unknown", type=int, default=150, help="products searched as unknown ones (150)")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--show", action="store_true", help="print the calibration in use, run nothing")
+    calibrate.set_defaults(handler=cmd_calibrate)
+
     reindex = commands.add_parser("reindex", help="re-embed the catalogue with the configured model")
     reindex.add_argument("--force", action="store_true", help="re-embed images already embedded by this model")
     reindex.set_defaults(handler=cmd_reindex)
@@ -290,6 +298,42 @@ def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
         print(difference)
     print("models and migrations agree" if not differences else f"{len(differences)} difference(s)")
     return 1 if differences else 0
+
+
+def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.bootstrap import build_services
+    from app.calibration.service import CalibrationPlan
+    from app.core.errors import InvalidInputError
+
+    if not 0 < args.target < 0.5:
+        raise InvalidInputError(f"--target is a rate between 0 and 0.5, got {args.target}")
+    services = build_services(settings)
+    try:
+        if args.show:
+            info = services.calibration.current()
+        else:
+            plan = CalibrationPlan(args.target, args.copies, args.unknown, args.seed)
+            with _progress_bar(plan.copies + plan.unknown, "queries") as bar:
+                info = services.calibration.run(plan, bar.update)
+    finally:
+        services.close()
+    thresholds = info.thresholds
+    print(
+        f"thresholds ({thresholds.source}): near_duplicate {thresholds.near_duplicate}, "
+        f"max_region {thresholds.max_region}, max_strokes {thresholds.max_strokes}, "
+        f"min_visible {thresholds.min_visible}"
+    )
+    if info.rates is not None:
+        rates = info.rates
+        print(
+            f"measured on {rates.queries} queries (target {info.target:.1%}): "
+            f"confident wrong {rates.confident_wrong:.1%} "
+            f"(wrong factory {rates.wrong_factory:.1%} of copies, unknown products {rates.unknown_confident:.1%}), "
+            f"confident right {rates.confident_right:.1%} of copies"
+        )
+    if info.stale:
+        print("the catalogue has grown by more than a fifth since: run `sourcelens calibrate` again")
+    return 0
 
 
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,7 +19,7 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import AdmitSearches, BodySizeLimit
 from app.api.observability import RequestLog
 from app.api.protection import HostCheck, OriginCheck, RateLimit, SecurityHeaders
-from app.api.routes import factories, health, images, ingest_jobs, keys, products, search
+from app.api.routes import calibration, facets, factories, health, images, ingest_jobs, keys, products, search
 from app.api.security import Public
 from app.bootstrap import Services, build_services, make_scheduler
 from app.core.config import Settings
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             scheduler=built.scheduler,
             keys=built.keys,
             metrics=built.metrics,
+            calibration=built.calibration,
         )
         await run_in_threadpool(built.runner.stop)  # after its batch; the job resumes at the next start
         # Saved here, not only by whoever closes the services: after a SIGTERM, uvicorn re-raises the signal as
@@ -93,11 +94,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(RequestLog, metrics=metrics)
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
-    for module in (search, factories, products, images, ingest_jobs, keys, health):
+    for module in (search, calibration, facets, factories, products, images, ingest_jobs, keys, health):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.mount("/static-docs", StaticFiles(directory=DOCS_ASSETS), name="static-docs")
     app.add_api_route("/", _page, include_in_schema=False, dependencies=[Public])
+    app.add_api_route("/portal", _portal, include_in_schema=False, dependencies=[Public])
     app.add_api_route("/docs", _swagger, include_in_schema=False, dependencies=[Public])
     app.add_api_route("/redoc", _redoc, include_in_schema=False, dependencies=[Public])
     return app
@@ -120,6 +122,10 @@ def _counter(metrics: Metrics) -> Callable[[str], None]:
 
 def _page() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html")
+
+
+def _portal() -> FileResponse:
+    return FileResponse(WEB_DIR / "portal.html")
 
 
 def _swagger() -> HTMLResponse:

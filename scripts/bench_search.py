@@ -25,13 +25,13 @@ from PIL import Image
 from sqlalchemy import insert
 
 from app.bootstrap import build_services
+from app.calibration.transforms import competitor_photo
 from app.catalog.models import Factory, Product
 from app.catalog.models import Image as ImageRow
 from app.core.config import Settings
 from app.core.cores import usable_cores
 from app.core.db import make_engine
 from app.database import upgrade
-from app.demo.evaluation import competitor_photo
 from app.demo.sample_catalogue import Design, factory_palette, render_product, write_catalogue
 from embeddings import Embedder, load_embedder
 from index import FaissIndex

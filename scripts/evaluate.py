@@ -1,11 +1,14 @@
-"""Search quality on competitor-style queries built from a catalogue; prints a table per transform.
+"""Search quality on competitor-style queries built from a catalogue, as a seller sees it.
 
-    python scripts/evaluate.py MANIFEST.csv [--model effnet-lite0] [--queries 200] [--seed 0]
-    python scripts/evaluate.py --sample 100x20 [--model effnet-lite0]   # draws the synthetic catalogue first
+    python scripts/evaluate.py                           # the evaluation catalogues: sample and twemoji
+    python scripts/evaluate.py --catalogue openmoji      # the set thresholds are tuned on
+    python scripts/evaluate.py --catalogue MANIFEST.csv  # any catalogue in the ingest format
 
-Any manifest in the ingest format works. A few products (--holdout) are left out of the index; their photos
-measure how often "no confident match" is answered for a product the catalogue does not have. The
-catalogue is ingested once into --data-dir (default: a directory beside this run in /tmp), then reused.
+Catalogues: `sample` is the synthetic one drawn by code (100 factories x 20 products; 50 products held out as
+unknown); `twemoji` and `openmoji` are real emoji artwork full of near-misses (2,500 images as products of 185
+factories, 200 more as unknown products; app/demo/emoji_catalogue.py, `pip install -e '.[eval]'`). A manifest
+of your own has --holdout products left out as unknown. Each catalogue is ingested once into a directory in
+/tmp (or --data-dir), then reused. Prints one table per catalogue (docs/ranking.md explains the figures).
 """
 
 import argparse
@@ -22,34 +25,69 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.bootstrap import build_services
 from app.core.config import Settings
 from app.core.cores import usable_cores
-from app.demo.evaluation import TRANSFORMS, Evaluation, Searcher, catalogue_queries, evaluate, split_manifest
+from app.demo.emoji_catalogue import SETS, write_emoji_catalogue
+from app.demo.evaluation import (
+    TRANSFORMS,
+    Evaluation,
+    Query,
+    Searcher,
+    catalogue_queries,
+    evaluate,
+    read_queries,
+    split_manifest,
+)
 from app.demo.sample_catalogue import write_catalogue
-from embeddings import Embedder
+
+TMP = Path(tempfile.gettempdir())
 
 
 def main() -> int:
     args = parse_args()
-    manifest = args.manifest or sample_manifest(args.sample)
-    key = hashlib.sha1(f"{manifest.resolve()}:{args.model}:{args.holdout}:{args.seed}".encode()).hexdigest()[:10]
-    data_dir = args.data_dir or Path(tempfile.gettempdir()) / f"sourcelens-eval-{key}"
-    indexed, unrelated = split_manifest(manifest, data_dir / "indexed.csv", args.holdout, args.seed)
+    for catalogue in args.catalogue or ["sample", "twemoji"]:
+        manifest, unknown = prepare(catalogue, args)
+        run(catalogue, manifest, unknown, args)
+    return 0
+
+
+def prepare(catalogue: str, args: argparse.Namespace) -> tuple[Path, list[Query]]:
+    """The manifest to index (image paths absolute) and the unknown products' photos."""
+    if catalogue in SETS:
+        emoji = write_emoji_catalogue(
+            TMP / f"sourcelens-{catalogue}-{args.images}x{args.factories}",
+            catalogue,
+            images=args.images,
+            factories=args.factories,
+            unknown=args.unknown,
+        )
+        indexed, _ = split_manifest(emoji.manifest, emoji.manifest.with_name("indexed.csv"), 0, args.seed)
+        return indexed, read_queries(emoji.unknown)
+    manifest = sample_manifest("100x20") if catalogue == "sample" else Path(catalogue)
+    return split_manifest(manifest, manifest.with_name(f"indexed-{args.holdout}.csv"), args.holdout, args.seed)
+
+
+def run(catalogue: str, manifest: Path, unknown: list[Query], args: argparse.Namespace) -> None:
+    key = hashlib.sha1(f"{manifest.resolve()}:{args.model}".encode()).hexdigest()[:10]
+    data_dir = args.data_dir or TMP / f"sourcelens-eval-{key}"
     settings = Settings(data_dir=data_dir, model=args.model, embed_batch_size=32)
     services = build_services(settings)
     try:
         if not len(services.index):  # a data directory from an earlier run is reused as it is
-            print(f"catalogue: {services.ingest.ingest_manifest(indexed).summary()}", file=sys.stderr)
-        print(f"index: {len(services.index)} images, {services.index.describe()}", file=sys.stderr)
-        queries = catalogue_queries(indexed, args.queries, args.seed)
-        result = evaluate(Searcher(services.search, services.sessions), queries, unrelated, args.transforms, args.seed)
+            print(f"catalogue: {services.ingest.ingest_manifest(manifest).summary()}", file=sys.stderr)
+        queries = catalogue_queries(manifest, args.queries, args.seed)
+        searcher = Searcher(services.search, services.sessions)
+        result = evaluate(searcher, queries, unknown, args.transforms, args.seed)
+        print(
+            f"\n## {catalogue}: {len(services.index)} images, model {services.model.name} "
+            f"({services.model.precision}), index {services.index.describe()}"
+        )
     finally:
         services.close()
-    print_report(result, services.model, len(queries), len(unrelated))
-    return 0
+    print_report(result)
 
 
 def sample_manifest(spec: str) -> Path:
     factories, products = (int(part) for part in spec.lower().split("x"))
-    directory = Path(tempfile.gettempdir()) / f"sourcelens-sample-{factories}x{products}"
+    directory = TMP / f"sourcelens-sample-{factories}x{products}"
     manifest = directory / "manifest.csv"
     if not manifest.exists():
         print(f"drawing {factories} factories x {products} products into {directory}", file=sys.stderr)
@@ -57,22 +95,18 @@ def sample_manifest(spec: str) -> Path:
     return manifest
 
 
-def print_report(result: Evaluation, model: Embedder, queries: int, held: int) -> None:
-    print(f"model {model.name} ({model.precision}); {queries} products queried per transform")
-    header = ("transform", "queries", "factory top-1", "factory R@5", "image R@10", "confident")
-    print("{:<12} {:>7} {:>13} {:>11} {:>10} {:>9}".format(*header))
-    for name, count, top1, recall5, image10, confident in result.rows():
-        print(f"{name:<12} {count:>7} {top1:>13.3f} {recall5:>11.3f} {image10:>10.3f} {confident:>9.3f}")
-    wrongly = sum(o.confident for o in result.unrelated) / max(len(result.unrelated), 1)
-    print(f"held-out products (not in the index): {held} queries, answered confidently {wrongly:.3f}")
-    true_sims = np.array([o.top_similarity for v in result.by_transform.values() for o in v])
-    held_sims = np.array([o.top_similarity for o in result.unrelated])
-    if len(held_sims):
-        print(
-            "top similarity: catalogue queries p5 {:.3f} p50 {:.3f}; held-out p50 {:.3f} p95 {:.3f} max {:.3f}".format(
-                *np.percentile(true_sims, [5, 50]), *np.percentile(held_sims, [50, 95]), held_sims.max()
-            )
-        )
+def print_report(result: Evaluation) -> None:
+    header = ("transform", "queries", "default top-1", "weak top-1", "R@5", "image R@10", "confident wrong")
+    print("{:<11} {:>7} {:>13} {:>10} {:>6} {:>10} {:>15}".format(*header))
+    for name, count, top1, weak, recall5, image10, wrong in result.rows():
+        print(f"{name:<11} {count:>7} {top1:>13.3f} {weak:>10.3f} {recall5:>6.3f} {image10:>10.3f} {wrong:>15.3f}")
+    confident = sum(o.confident for o in result.unknown) / max(len(result.unknown), 1)
+    levels = ", ".join(f"{count} {level}" for level, count in sorted(result.unknown_levels().items())) or "none"
+    print(f"unknown products: {len(result.unknown)} queries, answered confidently {confident:.3f} ({levels})")
+    print(
+        "reliability (top similarity band: answers, share naming the right factory): "
+        + "; ".join(f"{low:.2f}-{high:.2f}: {n}, {right:.2f}" for low, high, n, right in result.reliability())
+    )
     latency = result.latencies()
     print(
         f"latency per search: p50 {np.percentile(latency, 50):.1f} ms, p95 {np.percentile(latency, 95):.1f} ms "
@@ -82,11 +116,13 @@ def print_report(result: Evaluation, model: Embedder, queries: int, held: int) -
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("manifest", type=Path, nargs="?", help="a catalogue manifest in the ingest format")
-    parser.add_argument("--sample", default="100x20", help="without a manifest: FACTORIESxPRODUCTS to draw")
+    parser.add_argument("--catalogue", action="append", help="sample, twemoji, openmoji or a manifest (repeatable)")
     parser.add_argument("--model", default="effnet-lite0")
-    parser.add_argument("--queries", type=int, default=200, help="products queried per transform")
-    parser.add_argument("--holdout", type=int, default=50, help="products left out of the index")
+    parser.add_argument("--queries", type=int, default=50, help="products queried per transform")
+    parser.add_argument("--holdout", type=int, default=50, help="products of a manifest left out as unknown")
+    parser.add_argument("--images", type=int, default=2500, help="emoji catalogues: images in the catalogue")
+    parser.add_argument("--factories", type=int, default=185, help="emoji catalogues: factories")
+    parser.add_argument("--unknown", type=int, default=200, help="emoji catalogues: unknown products")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transforms", nargs="+", default=list(TRANSFORMS), choices=list(TRANSFORMS))
     parser.add_argument("--data-dir", type=Path)

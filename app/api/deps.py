@@ -5,6 +5,7 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Path, Query, Request
 
 from app.access.keys import KeyStore
+from app.calibration.service import CalibrationService
 from app.catalog.service import CatalogService
 from app.core.config import Settings
 from app.core.metrics import Metrics
@@ -25,6 +26,7 @@ class AppState(TypedDict):
     scheduler: ModelScheduler
     keys: KeyStore
     metrics: Metrics
+    calibration: CalibrationService
 
 
 def get_settings(request: Request) -> Settings:
@@ -59,6 +61,10 @@ def get_metrics(request: Request) -> Metrics:
     return request.state.metrics
 
 
+def get_calibration(request: Request) -> CalibrationService:
+    return request.state.calibration
+
+
 def get_ticket(request: Request) -> Ticket | None:
     """The search's place with the scheduler, taken by the middleware when the request arrived."""
     return getattr(request.state, "ticket", None)
@@ -73,6 +79,7 @@ SchedulerDep = Annotated[ModelScheduler, Depends(get_scheduler)]
 TicketDep = Annotated[Ticket | None, Depends(get_ticket)]
 KeysDep = Annotated[KeyStore, Depends(get_keys)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+CalibrationDep = Annotated[CalibrationService, Depends(get_calibration)]
 
 # Paging parameters shared by the list endpoints; bounded, so a huge number is a 422, not a database overflow.
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="How many rows to skip.")]

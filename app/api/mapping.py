@@ -1,8 +1,12 @@
 """Domain results to wire schemas; shared by the HTTP API and `sourcelens search --json`."""
 
+from dataclasses import asdict
+
 from app.access.keys import KeyInfo
 from app.api.schemas import (
+    CalibrationRead,
     EvidenceRead,
+    FacetsRead,
     FactoryMatchRead,
     FactoryRead,
     ImageRead,
@@ -13,16 +17,26 @@ from app.api.schemas import (
     ProductRead,
     SearchRead,
 )
+from app.calibration.service import CalibrationInfo
+from app.catalog.facets import Facets
 from app.catalog.types import FactoryInfo, ImageInfo, ProductInfo
 from app.ingest.jobs import IngestReport
 from app.search.pipeline import SearchResult
-from app.search.scoring import FactoryScore, Hit
+from app.search.scoring import FactoryScore, Hit, MatchLevel
 
 API = "/api/v1"
 NO_CONFIDENT_MATCH = (
     "No confident match: no catalogue image is the same photo or a near-duplicate. "
     "Send include_weak=true to list the closest candidates anyway."
 )
+
+# What each level means to a buyer; the page and the CLI show these words, not scores.
+MATCH_WORDS = {
+    MatchLevel.IDENTICAL: "same product",
+    MatchLevel.NEAR_DUPLICATE: "very similar",
+    MatchLevel.SHARES_PART: "shares a part",
+    MatchLevel.SIMILAR: "looks alike",
+}
 
 
 def image_url(image_id: int) -> str:
@@ -59,6 +73,7 @@ def search_read(result: SearchResult, offset: int = 0) -> SearchRead:
         total=result.total,
         offset=offset,
         factories=factories,
+        thresholds=result.thresholds,
         took_ms=round(result.took_ms, 1),
         timings_ms=result.timings_ms,
     )
@@ -78,8 +93,10 @@ def _factory_match_read(result: SearchResult, ranked: FactoryScore) -> FactoryMa
         factory_id=factory.id,
         name=factory.name,
         region=factory.region,
+        attributes=factory.attributes,
         score=round(ranked.score, 4),
         match_level=ranked.matches[0].level,
+        match_words=MATCH_WORDS[ranked.matches[0].level],
         confident=ranked.confident,
         matches=[_match_read(result.product_rows[hit.product_id], hit) for hit in ranked.matches],
     )
@@ -98,6 +115,7 @@ def _match_read(product: ProductInfo, hit: Hit) -> MatchRead:
         score=round(hit.rank_score, 4),
         similarity=round(hit.similarity, 4),
         match_level=hit.level,
+        match_words=MATCH_WORDS[hit.level],
         evidence=evidence,
         title=product.title,
         category=product.category,
@@ -130,3 +148,21 @@ def job_read(report: IngestReport) -> IngestJobRead:
 
 def key_read(key: KeyInfo) -> KeyRead:
     return KeyRead.model_validate(key, from_attributes=True)
+
+
+def calibration_read(info: CalibrationInfo) -> CalibrationRead:
+    thresholds = {k: v for k, v in asdict(info.thresholds).items() if isinstance(v, float)}
+    return CalibrationRead(
+        source=info.source,
+        calibrated_at=info.calibrated_at,
+        stale=info.stale,
+        catalogue_images=info.catalogue_images,
+        target=info.target,
+        confident_wrong=info.rates.confident_wrong if info.rates else None,
+        unknown_confident=info.rates.unknown_confident if info.rates else None,
+        thresholds=thresholds,
+    )
+
+
+def facets_read(facets: Facets) -> FacetsRead:
+    return FacetsRead.model_validate(facets, from_attributes=True)

@@ -94,7 +94,11 @@ class MatchRead(BaseModel):
     image_id: int
     score: float = Field(description="Ranking score: the similarity, plus a bonus when verified identical.")
     similarity: float = Field(description="Cosine similarity of the query to this catalogue image.")
-    match_level: str = Field(description="identical, near_duplicate or similar; see docs/ranking.md.")
+    match_level: str = Field(
+        description="identical, near_duplicate, shares_part or similar; only the first two are confident. "
+        "See docs/ranking.md."
+    )
+    match_words: str = Field(description='The level in plain words, e.g. "same product", "shares a part".')
     evidence: EvidenceRead | None = Field(description="Local-feature check; null when it was not run.")
     title: str
     category: str | None
@@ -109,6 +113,8 @@ class FactoryMatchRead(BaseModel):
     region: str | None
     score: float = Field(description="Factory score; see docs/ranking.md.")
     match_level: str = Field(description="The level of its best match.")
+    match_words: str = Field(description="That level in plain words.")
+    attributes: dict[str, Any] = Field(description="The factory's own attributes (contact details, certificates).")
     confident: bool
     matches: list[MatchRead] = Field(description="Its best-matching products, one image each, best first.")
 
@@ -119,6 +125,10 @@ class SearchRead(BaseModel):
     total: int = Field(description="Factories found over all pages.")
     offset: int
     factories: list[FactoryMatchRead]
+    thresholds: str = Field(
+        description="Where the match levels' thresholds come from: 'catalogue' (calibrated on this catalogue by "
+        "`sourcelens calibrate`) or 'default' (the shipped defaults)."
+    )
     took_ms: float
     timings_ms: dict[str, float] = Field(
         description="Milliseconds per stage (decode, preprocess, embed, search, lookup, verify), summed over both "
@@ -193,3 +203,37 @@ class ReadyRead(BaseModel):
     index_in_step: bool = Field(description="The index holds a vector for each image row.")
     images: int
     vectors: int
+
+
+class CalibrationRead(BaseModel):
+    source: str = Field(description="'catalogue' (fitted on this catalogue) or 'default' (shipped defaults).")
+    calibrated_at: datetime | None
+    stale: bool = Field(description="The catalogue has grown much since; run `sourcelens calibrate` again.")
+    catalogue_images: int | None = Field(description="Images in the catalogue when it was calibrated.")
+    target: float | None = Field(description="The confident-wrong rate it was fitted for.")
+    confident_wrong: float | None = Field(description="The confident-wrong rate measured at the chosen thresholds.")
+    unknown_confident: float | None = Field(description="Unknown products answered confidently, measured.")
+    thresholds: dict[str, float] = Field(description="What each level requires; see docs/ranking.md.")
+
+
+class FacetValueRead(BaseModel):
+    value: str
+    products: int = Field(description="Products with this value.")
+
+
+class FacetsRead(BaseModel):
+    regions: list[FacetValueRead] = Field(description="Factory regions, most products first.")
+    categories: list[FacetValueRead]
+    min_price: float | None
+    max_price: float | None
+    min_moq: int | None
+    max_moq: int | None
+    products: int
+    factories: int
+
+
+class SubjectsRead(BaseModel):
+    boxes: list[tuple[float, float, float, float]] = Field(
+        description="The products seen in the photo, largest first: x0, y0, x1, y1 as fractions of its size "
+        "(search's bbox takes them as they are). One box when the photo shows one product."
+    )

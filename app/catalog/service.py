@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from app.catalog.facets import Facets, catalogue_facets
 from app.catalog.index_sync import vector_to_bytes
 from app.catalog.media import MediaStore
 from app.catalog.models import Factory, Image, Product
@@ -81,6 +82,10 @@ class CatalogService:
             factories = list(session.scalars(select(Factory).order_by(Factory.id).offset(offset).limit(limit)))
             counts = _product_counts(session, [factory.id for factory in factories])
             return [factory_info(factory, counts.get(factory.id, 0)) for factory in factories]
+
+    def facets(self) -> Facets:
+        with self.sessions() as session:
+            return catalogue_facets(session)
 
     def update_factory(self, factory_id: str, changes: Mapping[str, Any], actor: Principal) -> FactoryInfo:
         actor.check_write(factory_id)

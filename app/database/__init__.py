@@ -25,6 +25,7 @@ from app.database.tables import TABLES
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BASELINE = "0001"  # the schema of the releases before migrations
+WITH_KEYS = "0002"  # the same with api_keys: the last schema create_all made before migrations
 MIGRATION_LOCK = 7_512_094_101  # PostgreSQL advisory lock held while migrating
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         before = MigrationContext.configure(connection).get_current_revision()
         tables = inspect(connection)
         if before is None and tables.has_table("factories"):  # made by create_all, before migrations existed
-            before = head_revision() if tables.has_table("api_keys") else BASELINE
+            before = WITH_KEYS if tables.has_table("api_keys") else BASELINE
             command.stamp(config, before)
         command.upgrade(config, "head")
     head = head_revision()

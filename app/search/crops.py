@@ -24,6 +24,12 @@ CENTRE_KEEP = 0.8  # the centre crop keeps this fraction of each side of the sub
 FILL_TOLERANCE = 6  # a tilted photo's fill is one flat colour, up to JPEG noise
 MIN_TILT_DEGREES = 3.0
 TILTED_FILL = 0.9  # the content must fill its rotated rectangle: a photo, not a product's own outline
+MIN_SUBJECT = 0.02  # of the photo's area: a smaller blob is a logo, a price tag or noise, not a product
+SUBJECT_GAP = 0.03  # of the photo's longer side: parts closer than this are one product
+MAX_SUBJECTS = 6
+# A subject's box keeps a margin of this share of its side: catalogue photos show products with room around
+# them, and a tight crop embeds further from them (a test's mug: third place tight, first with the margin).
+SUBJECT_MARGIN = 0.15
 
 
 def parse_bbox(text: str, size: tuple[int, int]) -> Box:
@@ -73,6 +79,37 @@ def subject_box(image: Image.Image) -> Box | None:
     if trimmed < MIN_TRIM * width or (box[2] - box[0]) < 16 or (box[3] - box[1]) < 16:
         return None
     return box
+
+
+def subject_boxes(image: Image.Image, limit: int = MAX_SUBJECTS) -> list[Box]:
+    """The separate products on a plain background, largest first: blobs of non-background pixels, parts a
+    little apart joined into one, each with a margin. One box (the trimmed subject with its margin, or the whole
+    photo) when there is one or the background is not plain."""
+    rgb = cv2.medianBlur(np.asarray(image.convert("RGB")), 3)
+    height, width = rgb.shape[:2]
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+    content = _differs(rgb, np.median(border, axis=0), BORDER_TOLERANCE)
+    gap = max(1, round(SUBJECT_GAP * max(width, height)))
+    joined = cv2.dilate(content, np.ones((gap, gap), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    boxes = []
+    for label in range(1, count):
+        x, y, w, h, _ = stats[label]
+        area = int(content[labels == label].sum())
+        if area >= MIN_SUBJECT * width * height:
+            boxes.append((area, _margined((int(x), int(y), int(x + w), int(y + h)), gap // 2, width, height)))
+    boxes.sort(key=lambda pair: -pair[0])
+    if len(boxes) < 2:
+        single = subject_box(image)
+        return [_margined(single, 0, width, height) if single else (0, 0, width, height)]
+    return [box for _, box in boxes[:limit]]
+
+
+def _margined(box: Box, grown: int, width: int, height: int) -> Box:
+    """Undo the dilation's growth (half the gap on each side), add the margin, stay inside the photo."""
+    x0, y0, x1, y1 = box[0] + grown, box[1] + grown, box[2] - grown, box[3] - grown
+    dx, dy = round((x1 - x0) * SUBJECT_MARGIN), round((y1 - y0) * SUBJECT_MARGIN)
+    return max(0, x0 - dx), max(0, y0 - dy), min(width, x1 + dx), min(height, y1 + dy)
 
 
 def deskewed(image: Image.Image) -> Image.Image | None:

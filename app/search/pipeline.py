@@ -21,11 +21,11 @@ from PIL import Image as PILImage
 
 from app.catalog.types import FactoryInfo, ProductInfo
 from app.core.errors import InvalidInputError
-from app.search.crops import parse_bbox, query_crops, scale_box
+from app.search.crops import parse_bbox, query_crops, scale_box, subject_boxes
 from app.search.fusion import ImageRef, best_per_image, fuse_views
 from app.search.lookup import CatalogueReader, SearchLookup
 from app.search.options import QueryPhoto, SearchOptions, check_paging
-from app.search.scoring import FactoryScore, Hit, MatchLevel, rank_factories, with_evidence
+from app.search.scoring import FactoryScore, Hit, MatchLevel, Thresholds, rank_factories, with_evidence
 from app.search.verify import FeatureCache, QueryFeatures, Verification, verify
 from embeddings import ImageDecoder, ModelScheduler, Preprocess, TextNotSupported, Ticket, normalise
 from index import VectorIndex
@@ -51,7 +51,7 @@ MAX_TEXT_CHARS = 500
 @dataclass(frozen=True)
 class SearchPolicy:
     max_top_k: int  # the largest page a caller may ask for
-    near_duplicate: float  # cosine above which a hit is a confident near-duplicate without local features
+    thresholds: Thresholds  # what each match level requires (shipped defaults, or the catalogue's calibration)
 
 
 @dataclass
@@ -64,6 +64,10 @@ class SearchResult:
     product_rows: dict[str, ProductInfo]
     took_ms: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The candidates with their evidence, best similarity first (the first VERIFY_TOP checked with local
+    # features): what calibration replays under other thresholds.
+    evidence: list[Hit] = field(default_factory=list)
+    thresholds: str = "default"  # where the match levels' thresholds came from: "default" or "catalogue"
 
 
 @dataclass
@@ -80,6 +84,7 @@ class _Query:
     rows: dict[int, ImageRef] = field(default_factory=dict)  # image id → product, factory, content hash
     # Image id → its local-feature check, and whether the mirrored query was tried too.
     verified: dict[int, tuple[Verification | None, bool]] = field(default_factory=dict)
+    hits: list[Hit] = field(default_factory=list)  # the latest pass's candidates, with their evidence
     _features: list[QueryFeatures] | None = None
 
     def unsearched(self) -> list[np.ndarray]:
@@ -117,11 +122,25 @@ class SearchService:
         self.verify_pool = verify_pool
         self.policy = policy
 
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.policy.thresholds
+
+    def use_thresholds(self, thresholds: Thresholds) -> None:
+        """From the next search on (a calibration just made); searches under way finish with the old ones."""
+        self.policy = replace(self.policy, thresholds=thresholds)
+
     def run(
-        self, photos: list[QueryPhoto], text: str | None, options: SearchOptions, ticket: Ticket | None = None
+        self,
+        photos: list[QueryPhoto],
+        text: str | None,
+        options: SearchOptions,
+        ticket: Ticket | None = None,
+        exclude_product: str | None = None,
     ) -> SearchResult:
         """Search with photos (several: views of one product), text, or both. The ticket is the search's place
-        with the scheduler since its request arrived."""
+        with the scheduler since its request arrived. `exclude_product` answers as if the catalogue lacked it
+        (calibration's unknown products)."""
         started, timings = time.perf_counter(), dict[str, float]()
         check_paging(options, self.policy.max_top_k)
         if not photos and not text:
@@ -134,6 +153,7 @@ class SearchService:
             query = self._photo_query(photos, options.auto_crop, text_vector is not None, timings, ticket)
         else:
             query = _Query([], [])
+        query.exclude_product = exclude_product
         if text_vector is not None:
             # Text moves the query toward the words; text-to-image similarities are on another scale than
             # image-to-image ones, so such searches list candidates rather than claim confident matches.
@@ -153,6 +173,17 @@ class SearchService:
             photos = []
         query = _Query([source.vector[None, :]], photos, exclude_product=source.product_id, gated=False)
         return self._run(query, options, started, {})
+
+    def subjects(self, data: bytes) -> list[tuple[float, float, float, float]]:
+        """The products seen in a photo, largest first, as x0, y0, x1, y1 fractions of its size: what a
+        search's bbox takes, to search one of them."""
+        with self.scheduler.cpu_turn():
+            image = self.decoder.decode(data).image
+            width, height = image.size
+            return [
+                (round(x0 / width, 4), round(y0 / height, 4), round(x1 / width, 4), round(y1 / height, 4))
+                for x0, y0, x1, y1 in subject_boxes(image)
+            ]
 
     def _text_vector(self, text: str) -> np.ndarray:
         if len(text) > MAX_TEXT_CHARS:
@@ -209,7 +240,7 @@ class SearchService:
                 ranked = self._ranked(reader, query, options, allowed, timings)
                 # The photo alone found no clear match: the product may be framed, padded or part of a scene, so
                 # its crops are searched too. A clear match (the usual case) costs one forward pass, not several.
-                if second_pass := any(query.crop_later) and not settled(ranked, self.policy.near_duplicate):
+                if second_pass := any(query.crop_later) and not settled(ranked):
                     with _timed(timings, "decode"):
                         crops = [
                             query_crops(photo, auto_crop=True)[1:] if later else []
@@ -233,7 +264,18 @@ class SearchService:
             )
         shown = _still_there(page, factories, products)
         total = len(ranked) - (len(page) - len(shown))
-        return SearchResult(shown, total, confident, gated, factories, products, _ms(started), timings)
+        return SearchResult(
+            shown,
+            total,
+            confident,
+            gated,
+            factories,
+            products,
+            _ms(started),
+            timings,
+            query.hits[:VERIFY_TOP],
+            self.policy.thresholds.source,
+        )
 
     def _ranked(
         self,
@@ -260,15 +302,16 @@ class SearchService:
             hits = fuse_views(per_view, refs)
         with _timed(timings, "verify"):
             hits = self._with_evidence(query, hits, options.verify)
+        query.hits = hits
         if options.min_score is not None:
             hits = [h for h in hits if h.rank_score >= options.min_score]
         return rank_factories(hits)
 
     def _with_evidence(self, query: _Query, hits: list[Hit], verify_hits: bool) -> list[Hit]:
         """Match levels for every hit; the top VERIFY_TOP also checked with local features against each view."""
-        near_duplicate = self.policy.near_duplicate
+        thresholds = self.policy.thresholds
         if not verify_hits or not query.photos:
-            return [with_evidence(hit, None, near_duplicate) for hit in hits]
+            return [with_evidence(hit, None, thresholds) for hit in hits]
         # Checked already, unless only unmirrored and now ranked where the mirror is tried (a second pass).
         wanted = [
             (hit.image_id, rank < MIRROR_TOP)
@@ -284,8 +327,8 @@ class SearchService:
         results = list(self.verify_pool.map(check, *zip(*wanted, strict=True))) if wanted else []
         for (image_id, mirror), result in zip(wanted, results, strict=True):
             query.verified[image_id] = result, mirror
-        checked = [with_evidence(hit, query.verified[hit.image_id][0], near_duplicate) for hit in hits[:VERIFY_TOP]]
-        return checked + [with_evidence(hit, None, near_duplicate) for hit in hits[VERIFY_TOP:]]
+        checked = [with_evidence(hit, query.verified[hit.image_id][0], thresholds) for hit in hits[:VERIFY_TOP]]
+        return checked + [with_evidence(hit, None, thresholds) for hit in hits[VERIFY_TOP:]]
 
     def _verify_views(self, views: list[QueryFeatures], content_hash: str, mirror: bool) -> Verification | None:
         """The best check of a catalogue image against any view (mirrored too, if `mirror`); None when its stored
@@ -293,7 +336,7 @@ class SearchService:
         if (features := self.features.get(content_hash)) is None:
             return None
         results = [verify(view.features, features, view.mirrored if mirror else None) for view in views]
-        return max(results, key=lambda r: (r.identical, r.inliers))
+        return max(results, key=lambda r: (r.identical, r.aligned, r.inliers))
 
 
 def _still_there(
@@ -309,7 +352,7 @@ def _still_there(
     return shown
 
 
-def settled(ranked: list[FactoryScore], near_duplicate: float) -> bool:
+def settled(ranked: list[FactoryScore]) -> bool:
     """The photo alone answered clearly: the top factory's best match is a near-duplicate by similarity, or a
     copy whose aligned pixels agree cleanly. A doubtful identical (a banner over it, few inliers), or a
     confident factory below a weak top one, leaves room for the crops to find better."""
@@ -317,7 +360,7 @@ def settled(ranked: list[FactoryScore], near_duplicate: float) -> bool:
         return False
     best = ranked[0].matches[0]
     clean = best.verification is not None and best.verification.agreement >= SETTLED_AGREEMENT
-    return best.similarity >= near_duplicate or (best.level == MatchLevel.IDENTICAL and clean)
+    return best.level == MatchLevel.NEAR_DUPLICATE or (best.level == MatchLevel.IDENTICAL and clean)
 
 
 def _ms(since: float) -> float:

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from app.search import verify
 from app.search.verify import Verification
 
 SUPPORT_WEIGHT = 0.25
@@ -45,9 +46,39 @@ def default_near_duplicate(embedder_name: str) -> float:
 
 
 class MatchLevel(StrEnum):
-    IDENTICAL = "identical"  # the same photo, possibly cropped, resized, mirrored, re-coloured or framed
+    IDENTICAL = "identical"  # the same product, possibly cropped, resized, mirrored, re-coloured or framed
     NEAR_DUPLICATE = "near_duplicate"  # similarity above the model's calibrated near-duplicate threshold
+    SHARES_PART = "shares_part"  # corresponds in part (a frame, a shape, a template), differs in the rest
     SIMILAR = "similar"  # looks alike; not a confident match on its own
+
+
+CONFIDENT = (MatchLevel.IDENTICAL, MatchLevel.NEAR_DUPLICATE)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What each match level requires: shipped defaults, or fitted on a catalogue by `sourcelens calibrate`."""
+
+    near_duplicate: float  # similarity above which an unaligned hit is a near-duplicate
+    max_region: float = verify.MAX_REGION  # identical: largest differing region, share of the products' pixels
+    max_different: float = verify.MAX_DIFFERENT  # identical: share of the products' pixels that may differ
+    max_strokes: float = verify.MAX_STROKES  # identical: share of either image's edges the other may lack
+    min_visible: float = verify.MIN_VISIBLE  # identical: share of the catalogue product the query must show
+    max_occluded: float = verify.MAX_OCCLUDED  # identical: share of the image a banner or badge may cover
+    source: str = "default"  # "default", or where the calibration came from
+
+    def level(self, similarity: float, verification: Verification | None) -> MatchLevel:
+        if verification is not None and verification.aligned:
+            compared = verification.comparison
+            whole = compared.visible >= self.min_visible and compared.occluded <= self.max_occluded
+            same = compared.largest <= self.max_region and compared.different <= self.max_different
+            if whole and same and compared.strokes <= self.max_strokes:
+                return MatchLevel.IDENTICAL
+            # Aligned, yet not the same throughout: a shared part, never a near-duplicate by similarity.
+            return MatchLevel.SHARES_PART
+        if similarity >= self.near_duplicate:
+            return MatchLevel.NEAR_DUPLICATE
+        return MatchLevel.SIMILAR
 
 
 @dataclass(frozen=True)
@@ -66,7 +97,7 @@ class Hit:
 
     @property
     def confident(self) -> bool:
-        return self.level != MatchLevel.SIMILAR
+        return self.level in CONFIDENT
 
 
 @dataclass
@@ -80,16 +111,12 @@ class FactoryScore:
         return bool(self.matches) and self.matches[0].confident
 
 
-def with_evidence(hit: Hit, verification: Verification | None, near_duplicate: float) -> Hit:
+def with_evidence(hit: Hit, verification: Verification | None, thresholds: Thresholds) -> Hit:
     """The hit's match level and score, from its verification (if it had one) and its similarity."""
-    if verification is not None and verification.identical:
-        level, score = MatchLevel.IDENTICAL, hit.similarity + IDENTICAL_BONUS
-    elif hit.similarity >= near_duplicate:
-        level, score = MatchLevel.NEAR_DUPLICATE, hit.similarity
-    elif verification is None and hit.score is None:
+    level = thresholds.level(hit.similarity, verification)
+    if level == MatchLevel.SIMILAR and verification is None and hit.score is None:
         return hit  # already an unverified similar hit; most of the pool is, and a copy costs 10 µs
-    else:
-        level, score = MatchLevel.SIMILAR, hit.similarity
+    score = hit.similarity + IDENTICAL_BONUS if level == MatchLevel.IDENTICAL else hit.similarity
     return replace(hit, score=score, level=level, verification=verification)
 
 

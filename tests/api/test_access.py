@@ -43,10 +43,14 @@ def calls(ids: dict[str, object]) -> dict[tuple[str, str], list[Call]]:
         ("GET", "/healthz"): [Call("GET", "/healthz")],
         ("GET", "/"): [Call("GET", "/")],
         ("GET", "/docs"): [Call("GET", "/docs")],
+        ("GET", "/portal"): [Call("GET", "/portal")],
         ("GET", "/redoc"): [Call("GET", "/redoc")],
         ("GET", "/readyz"): [Call("GET", "/readyz")],
         ("GET", "/metrics"): [Call("GET", "/metrics")],
         ("POST", "/api/v1/search"): [Call("POST", "/api/v1/search", files=photo, data={"include_weak": "true"})],
+        ("GET", "/api/v1/calibration"): [Call("GET", "/api/v1/calibration")],
+        ("GET", "/api/v1/facets"): [Call("GET", "/api/v1/facets")],
+        ("POST", "/api/v1/subjects"): [Call("POST", "/api/v1/subjects", files=photo)],
         ("GET", "/api/v1/images/{image_id}/similar"): [Call("GET", f"/api/v1/images/{ids['IA1']}/similar")],
         ("GET", "/api/v1/factories"): [Call("GET", "/api/v1/factories")],
         ("GET", "/api/v1/factories/{factory_id}"): [Call("GET", "/api/v1/factories/A")],
@@ -109,7 +113,7 @@ def intended(method: str, path: str) -> Policy:
     """Who each route is for: the page and health for anyone; search and catalogue reads for any key (and for
     anonymous callers where that is switched on); catalogue writes and ingest jobs for admin and factory keys;
     keys for admins."""
-    if path in ("/", "/healthz", "/readyz", "/docs", "/redoc"):
+    if path in ("/", "/portal", "/healthz", "/readyz", "/docs", "/redoc"):
         return Policy.PUBLIC
     if path == "/metrics":
         return Policy.METRICS
@@ -117,7 +121,7 @@ def intended(method: str, path: str) -> Policy:
         return Policy.ADMIN
     if path.startswith("/api/v1/ingest-jobs"):
         return Policy.WRITE
-    if method == "GET" or path == "/api/v1/search":
+    if method == "GET" or path in ("/api/v1/search", "/api/v1/subjects"):
         return Policy.READ
     return Policy.WRITE
 

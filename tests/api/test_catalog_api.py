@@ -1,5 +1,7 @@
 """The HTTP API end to end: CRUD keeps the index in step, search, errors, docs and the web page."""
 
+import io
+
 import pytest
 from fastapi.testclient import TestClient
 from helpers import authorize, jpeg_bytes, png_bytes
@@ -54,7 +56,8 @@ def test_catalogue_crud_and_search_end_to_end(client):
     assert upload(client, "P2", photo(2)).status_code == 201
     assert client.get("/healthz").json()["images"] == 2
 
-    edited = jpeg_bytes(Image.open(__import__("io").BytesIO(photo(1, 200))), 50)
+    # A copy: the catalogue photo reduced and saved again at a low JPEG quality.
+    edited = jpeg_bytes(Image.open(io.BytesIO(photo(1))).resize((200, 200), Image.Resampling.LANCZOS), 50)
     body = search(client, edited, top_k="2").json()
     assert body["confident_match"] is True
     assert [f["factory_id"] for f in body["factories"]] == ["F1"]  # F2's product is no confident match
@@ -166,8 +169,14 @@ def test_openapi_docs_and_web_page(client):
     assert {"/api/v1/search", "/api/v1/factories", "/api/v1/products/{product_id}/images"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
     page = client.get("/")
-    assert page.status_code == 200 and "SourceLens" in page.text and "/static/app.js" in page.text
-    assert 'fetch("/api/v1/search"' in client.get("/static/app.js").text
+    assert page.status_code == 200 and "SourceLens" in page.text and "/static/js/main.js" in page.text
+    assert '"/api/v1/search"' in client.get("/static/js/main.js").text
+    # Every module the page and the portal load is served (the browser tests drive them).
+    for name in ("api", "crop", "results", "portal"):
+        assert client.get(f"/static/js/{name}.js").status_code == 200
+    portal = client.get("/portal")
+    assert portal.status_code == 200 and "/static/js/portal.js" in portal.text
+    assert client.get("/static/favicon.svg").status_code == 200
 
 
 def test_listings_page_with_offset_and_limit(client):

@@ -145,7 +145,7 @@ def test_cross_origin_writes_are_refused_unless_the_origin_is_configured(app_for
 
 def test_security_headers_on_the_page_and_the_api(app_for):
     client = app_for(anonymous_search=True)
-    for path in ("/", "/api/v1/factories", "/healthz", "/static/app.js", "/api/v1/nope"):
+    for path in ("/", "/api/v1/factories", "/healthz", "/static/js/main.js", "/api/v1/nope"):
         headers = client.get(path).headers
         assert headers["x-content-type-options"] == "nosniff", path
         assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "no-referrer"

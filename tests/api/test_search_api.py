@@ -58,8 +58,19 @@ def test_an_edited_copy_is_identical_with_evidence(client, catalogue):
     assert evidence["mirrored"] is True and evidence["inliers"] >= 12 and evidence["agreement"] >= 0.85
     x0, y0, x1, y1 = evidence["region"]
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    assert match["match_words"] == "same product" and body["factories"][0]["match_words"] == "same product"
+    assert body["thresholds"] == "default"  # this catalogue was never calibrated
+
     unverified = search(client, query, verify="false", include_weak="true").json()["factories"][0]["matches"][0]
     assert unverified["evidence"] is None and unverified["match_level"] != "identical"
+
+
+def test_the_thresholds_in_use_are_reported(client):
+    body = client.get("/api/v1/calibration").json()
+    assert body["source"] == "default" and body["calibrated_at"] is None and body["confident_wrong"] is None
+    thresholds = client.services.search.thresholds
+    assert body["thresholds"]["near_duplicate"] == pytest.approx(thresholds.near_duplicate)
+    assert body["thresholds"]["max_region"] == pytest.approx(thresholds.max_region)
 
 
 def test_only_the_best_ranked_candidates_are_tried_mirrored(client, catalogue, monkeypatch):
@@ -234,3 +245,31 @@ def test_text_and_photo_plus_text_with_a_clip_model(make_services, tiny_embedder
         assert len(both["factories"]) == 2
         long = tiny.post("/api/v1/search", data={"text": "x" * 501})
         assert long.status_code == 422 and "longer than" in long.json()["detail"]
+
+
+def test_facets_are_the_catalogues_own_values_with_counts(client):
+    body = client.get("/api/v1/facets").json()
+    products = client.get("/api/v1/products", params={"limit": 500}).json()
+    assert body["products"] == len(products) and body["factories"] >= 1
+    categories = {c["value"]: c["products"] for c in body["categories"]}
+    for name in categories:
+        assert categories[name] == sum(p["category"] == name for p in products)
+    assert body["min_price"] == min(p["price"] for p in products if p["price"] is not None)
+    assert sum(r["products"] for r in body["regions"]) <= len(products)
+
+
+def test_subjects_are_boxes_a_search_takes(client, catalogue):
+    left = catalogue_photo(catalogue, "F001-P001-1.jpg")
+    right = catalogue_photo(catalogue, "F003-P002-1.jpg").resize((200, 200))
+    photo = Image.new("RGB", (700, 400), (255, 255, 255))
+    photo.paste(left.crop((10, 10, left.width - 10, left.height - 10)), (20, 40))
+    photo.paste(right.crop((5, 5, 195, 195)), (480, 100))
+    response = client.post("/api/v1/subjects", files={"image": ("p.jpg", jpeg_bytes(photo), "image/jpeg")})
+    assert response.status_code == 200, response.text
+    boxes = response.json()["boxes"]
+    assert len(boxes) == 2 and all(0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 for x0, y0, x1, y1 in boxes)
+    second = ",".join(str(v) for v in boxes[1])
+    body = search(client, photo, bbox=second).json()
+    assert factory_ids(body)[0] == "F003"
+    bad = client.post("/api/v1/subjects", files={"image": ("p.jpg", b"not an image", "image/jpeg")})
+    assert bad.status_code == 422 and "image" in bad.json()["detail"]

@@ -95,7 +95,7 @@ def test_serve_and_ingest_with_a_model_that_cannot_load_fail_in_one_line(tmp_pat
 
 
 def test_sigterm_finishes_searches_checkpoints_the_job_and_saves_the_index(tmp_path):
-    manifest = write_catalogue(tmp_path / "catalogue", factories=6, products_per_factory=8, size=480)
+    manifest = write_catalogue(tmp_path / "catalogue", factories=10, products_per_factory=16, size=480)
     total = len(manifest.read_text().splitlines()) - 1
     data_dir, port, log = tmp_path / "data", free_port(), tmp_path / "server.log"
     base, key = f"http://127.0.0.1:{port}", admin_key(data_dir)

@@ -6,7 +6,7 @@ from PIL import Image, ImageOps
 
 from app.core.errors import InvalidInputError
 from app.demo.sample_catalogue import Design, factory_palette, render_product
-from app.search.crops import centre_box, deskewed, parse_bbox, query_crops, scale_box, subject_box
+from app.search.crops import centre_box, deskewed, parse_bbox, query_crops, scale_box, subject_box, subject_boxes
 
 PRODUCTS = [render_product(Design(seed=s, palette=factory_palette(s % 5)), size=320) for s in range(1, 4)]
 
@@ -75,3 +75,26 @@ def test_a_frame_of_any_uniform_colour_and_width_is_trimmed():
         assert box is not None and all(abs(a - b) <= 4 for a, b in zip(box, expected, strict=True)), (box, expected)
     assert subject_box(ImageOps.expand(product, border=2, fill="white")) is None  # too thin to be worth a crop
     assert subject_box(Image.new("RGB", (200, 200), "white")) is None  # nothing but background
+
+
+def test_several_products_on_one_photo_are_found_largest_first():
+    big = render_product(Design(seed=3, palette=factory_palette(3)), size=260)
+    small = render_product(Design(seed=8, palette=factory_palette(1)), size=180)
+    photo = Image.new("RGB", (640, 360), (250, 250, 250))
+    photo.paste(ImageOps.crop(small, 20), (420, 90))
+    photo.paste(ImageOps.crop(big, 20), (30, 60))
+    boxes = subject_boxes(photo)
+    assert len(boxes) == 2
+    (x0, y0, x1, y1), (u0, v0, u1, v1) = boxes
+    assert x1 <= 320 and u0 >= 400  # the big one on the left first, then the small one on the right
+    assert (x1 - x0) * (y1 - y0) > (u1 - u0) * (v1 - v0)
+
+
+def test_one_product_gives_one_box_and_a_busy_photo_the_whole_frame():
+    product = render_product(Design(seed=5, palette=factory_palette(2)), size=300)
+    padded = ImageOps.expand(product, 60, (250, 250, 250))
+    (box,) = subject_boxes(padded)
+    x0, y0, x1, y1 = subject_box(padded)
+    assert box[0] < x0 and box[1] < y0 and box[2] > x1 and box[3] > y1  # the subject, with room around it
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    assert subject_boxes(noise) == [(0, 0, 300, 200)]

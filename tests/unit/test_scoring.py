@@ -3,6 +3,7 @@ match levels from the evidence, near-duplicate thresholds by model."""
 
 import pytest
 
+from app.search.compare import Comparison
 from app.search.scoring import (
     IDENTICAL_BONUS,
     MAX_SUPPORT,
@@ -10,6 +11,7 @@ from app.search.scoring import (
     SUPPORT_WEIGHT,
     Hit,
     MatchLevel,
+    Thresholds,
     default_near_duplicate,
     rank_factories,
     with_evidence,
@@ -47,25 +49,31 @@ def test_near_duplicate_thresholds_by_model():
     assert default_near_duplicate("openclip:ViT-L-14:openai") > 1
 
 
-def verified(identical: bool) -> Verification:
-    inliers = 40 if identical else 5
-    return Verification(inliers, inliers + 5, (0.1, 0.1, 0.9, 0.9), False, agreement=0.99 if identical else 0.2)
+def verified(identical: bool, aligned: bool = True) -> Verification:
+    """Evidence of a copy, of a pair aligned only in part (a sibling: the same template, another colour), or,
+    with aligned=False, of a pair local features could not align."""
+    compared = Comparison(0.0, 0.0, 1.0, 0.0, True, 0.0) if identical else Comparison(0.2, 0.1, 1.0, 0.0, True, 0.0)
+    inliers = 40 if aligned else 5
+    return Verification(inliers, inliers + 5, (0.1, 0.1, 0.9, 0.9), False, 0.99 if aligned else 0.2, compared)
 
 
 def test_match_levels_from_the_evidence():
-    cut = 0.95
+    cut = Thresholds(0.95)
     copy = with_evidence(hit("F", "p", 0.70), verified(True), cut)
     assert (copy.level, copy.rank_score, copy.confident) == (MatchLevel.IDENTICAL, 0.70 + IDENTICAL_BONUS, True)
     assert copy.verification is not None and copy.verification.identical
-    at_cut = with_evidence(hit("F", "p", cut), None, cut)
-    assert (at_cut.level, at_cut.rank_score, at_cut.confident) == (MatchLevel.NEAR_DUPLICATE, cut, True)
-    below = with_evidence(hit("F", "p", cut - 0.001), None, cut)
-    assert (below.level, below.rank_score, below.confident) == (MatchLevel.SIMILAR, cut - 0.001, False)
-    checked = with_evidence(hit("F", "p", 0.8), verified(False), cut)  # checked, not a copy: its evidence is kept
-    assert (checked.level, checked.verification) == (MatchLevel.SIMILAR, verified(False))
-    near_and_checked = with_evidence(hit("F", "p", 0.97), verified(False), cut)
-    assert near_and_checked.level == MatchLevel.NEAR_DUPLICATE and near_and_checked.verification == verified(False)
-    # A hit re-graded after a second pass loses a level its new evidence does not support.
+    at_cut = with_evidence(hit("F", "p", 0.95), None, cut)
+    assert (at_cut.level, at_cut.rank_score, at_cut.confident) == (MatchLevel.NEAR_DUPLICATE, 0.95, True)
+    below = with_evidence(hit("F", "p", 0.949), None, cut)
+    assert (below.level, below.rank_score, below.confident) == (MatchLevel.SIMILAR, 0.949, False)
+    unaligned = with_evidence(hit("F", "p", 0.8), verified(False, aligned=False), cut)  # its evidence is kept
+    assert (unaligned.level, unaligned.verification) == (MatchLevel.SIMILAR, verified(False, aligned=False))
+    near_and_unaligned = with_evidence(hit("F", "p", 0.97), verified(False, aligned=False), cut)
+    assert near_and_unaligned.level == MatchLevel.NEAR_DUPLICATE
+    # Aligned but different in a part: a shared part, whatever the similarity, and never confident.
+    for similarity in (0.8, 0.99):
+        sibling = with_evidence(hit("F", "p", similarity), verified(False), cut)
+        assert (sibling.level, sibling.confident, sibling.rank_score) == (MatchLevel.SHARES_PART, False, similarity)
     regraded = with_evidence(copy, None, cut)
     assert (regraded.level, regraded.rank_score, regraded.verification) == (MatchLevel.SIMILAR, 0.70, None)
 

@@ -15,10 +15,11 @@ from app.catalog.index_sync import vector_to_bytes
 from app.catalog.models import Factory, Product
 from app.catalog.models import Image as ImageRow
 from app.demo.sample_catalogue import Design, factory_palette, render_product
+from app.search.compare import Comparison
 from app.search.fusion import ImageRef, best_per_image, fuse_views
 from app.search.options import QueryPhoto, SearchOptions
 from app.search.pipeline import settled
-from app.search.scoring import FactoryScore, Hit, with_evidence
+from app.search.scoring import FactoryScore, Hit, Thresholds, with_evidence
 from app.search.verify import Verification
 
 
@@ -189,19 +190,22 @@ def test_top_k_and_result_shape(effnet_services, catalogue):
 
 
 def test_only_a_clear_top_match_settles_a_search_without_crops():
-    cut = 0.95
-    clean = Verification(40, 50, (0.1, 0.1, 0.9, 0.9), False, agreement=0.99, colour_distance=3.0)
-    doubtful = Verification(14, 20, (0.1, 0.1, 0.9, 0.9), False, agreement=0.88, colour_distance=3.0)
+    cut = Thresholds(0.95)
+    same = Comparison(0.0, 0.0, 1.0, 0.0, True, 0.0)
+    clean = Verification(40, 50, (0.1, 0.1, 0.9, 0.9), False, agreement=0.99, comparison=same)
+    doubtful = Verification(14, 20, (0.1, 0.1, 0.9, 0.9), False, agreement=0.88, comparison=same)
+    sibling = Verification(40, 50, (0.1, 0.1, 0.9, 0.9), False, 0.99, Comparison(0.2, 0.1, 1.0, 0.0, True, 0.0))
 
     def factory(similarity: float, verification: Verification | None) -> FactoryScore:
         hit = with_evidence(Hit(1, "P", "F", similarity), verification, cut)
         return FactoryScore("F", hit.rank_score, [hit])
 
-    assert settled([factory(0.80, clean)], cut)  # a clean copy
-    assert settled([factory(0.97, None)], cut)  # a near-duplicate by similarity alone
-    assert not settled([factory(0.80, doubtful)], cut)  # identical, but its pixels agree only so-so
-    assert not settled([factory(0.90, None), factory(0.70, clean)], cut)  # the confident one is not on top
-    assert not settled([], cut)
+    assert settled([factory(0.80, clean)])  # a clean copy
+    assert settled([factory(0.97, None)])  # a near-duplicate by similarity alone
+    assert not settled([factory(0.80, doubtful)])  # identical, but its pixels agree only so-so
+    assert not settled([factory(0.97, sibling)])  # as similar as a near-duplicate, but another colour of it
+    assert not settled([factory(0.90, None), factory(0.70, clean)])  # the confident one is not on top
+    assert not settled([])
 
 
 def test_each_image_keeps_its_best_similarity_over_the_crops():

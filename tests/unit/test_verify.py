@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from app.demo.evaluation import TRANSFORMS
+from app.calibration.transforms import TRANSFORMS
 from app.demo.sample_catalogue import Design, factory_palette, render_product
 from app.search import verify as verify_module
+from app.search.compare import Comparison
 from app.search.verify import RATIO, QueryFeatures, extract, verify
 
 PRODUCTS = [render_product(Design(seed=s, palette=factory_palette(s % 5)), size=320) for s in range(1, 13)]
@@ -68,7 +69,7 @@ def test_most_unrelated_pairs_are_ruled_out_by_the_quick_look(monkeypatch):
     assert ruled_out >= 15  # of 20 pairs
     calls.clear()
     copy = extract(_texture(0).resize((360, 360)))
-    result = verify(features[0], copy)
+    result = verify(QueryFeatures(_texture(0)).features, copy)  # a query keeps its photo, to compare it whole
     assert result.identical and calls == [verify_module.QUICK_POINTS, len(features[0].descriptors) - 150]
 
 
@@ -92,7 +93,7 @@ def test_mirrored_features_are_those_of_the_mirrored_photo():
     assert on_fresh.mean() > 0.9
     nearest = fresh.descriptors[distances.argmin(axis=1)[on_fresh]]
     assert np.median(np.unpackbits(derived.descriptors[on_fresh] ^ nearest, axis=1).sum(axis=1)) == 0
-    np.testing.assert_array_equal(derived.colour, fresh.colour)
+    np.testing.assert_array_equal(derived.small, fresh.small)
     assert derived.size == fresh.size
 
 
@@ -102,24 +103,31 @@ def test_blank_images_have_no_evidence():
     assert result.inliers == 0 and not result.verified and result.region is None
 
 
-def verification(inliers: int = 40, agreement: float = 0.95, region=(0.1, 0.1, 0.9, 0.9), colour: float = 5.0):
-    return verify_module.Verification(inliers, inliers + 10, region, False, agreement, colour)
+def verification(
+    inliers=40, agreement=0.95, largest=0.0, different=0.0, visible=1.0, occluded=0.0, colour_ok=True, strokes=0.0
+):
+    compared = Comparison(different, largest, visible, occluded, colour_ok, strokes)
+    return verify_module.Verification(inliers, inliers + 10, (0.1, 0.1, 0.9, 0.9), False, agreement, compared)
 
 
 @pytest.mark.parametrize(
     ("changes", "identical"),
     [
         ({}, True),
-        ({"inliers": 12, "colour": 25.0}, True),  # the least evidence that still proves a same-coloured copy
+        ({"inliers": 12}, True),  # the least evidence that aligns the two
         ({"inliers": 11}, False),  # too few consistent matches to trust the alignment
         ({"agreement": 0.85}, True),
         ({"agreement": 0.849}, False),  # aligned pixels disagree: patterns that merely line up
-        ({"region": (0.1, 0.1, 0.25, 0.9)}, True),  # a matched region 15% wide is enough
-        ({"region": (0.1, 0.1, 0.249, 0.9)}, False),  # a handle or a logo alone is a part, not the product
-        ({"region": (0.1, 0.1, 0.9, 0.24)}, False),
-        ({"region": None}, False),
-        ({"inliers": 39, "colour": 25.1}, False),  # another colour of the same mould, on thin evidence
-        ({"inliers": 40, "colour": 80.0}, True),  # a recoloured copy of the photo, on ample evidence
+        ({"largest": verify_module.MAX_REGION}, True),
+        ({"largest": verify_module.MAX_REGION + 0.001}, False),  # a region of the product differs
+        ({"different": verify_module.MAX_DIFFERENT}, True),
+        ({"different": verify_module.MAX_DIFFERENT + 0.001}, False),  # differences all over: noise or a recolouring
+        ({"visible": verify_module.MIN_VISIBLE}, True),
+        ({"visible": verify_module.MIN_VISIBLE - 0.001}, False),  # a part of the product alone
+        ({"occluded": verify_module.MAX_OCCLUDED}, True),
+        ({"occluded": verify_module.MAX_OCCLUDED + 0.001}, False),  # mostly covered
+        ({"strokes": verify_module.MAX_STROKES}, True),
+        ({"strokes": verify_module.MAX_STROKES + 0.001}, False),  # another print in thin lines
     ],
 )
 def test_what_identical_requires(changes, identical):
@@ -130,11 +138,9 @@ def test_verified_means_enough_consistent_inliers():
     assert verification(inliers=12).verified and not verification(inliers=11).verified
 
 
-def test_the_colour_distance_sees_a_recolouring():
-    """Measured inside the matched region of the aligned pixels: small for a copy, large for a recolouring."""
+def test_a_copy_is_compared_whole_and_a_recolouring_within_bounds_passes():
     product = PRODUCTS[0]
-    recoloured = TRANSFORMS["colour"](product, random.Random(5))
     same = check(product.resize((300, 300)), product)
-    other = check(recoloured, product)
-    assert same.identical and same.colour_distance < 10
-    assert other.colour_distance > same.colour_distance + 10
+    assert same.identical and same.comparison.largest < 0.005 and same.comparison.visible > 0.95
+    recoloured = check(TRANSFORMS["colour"](product, random.Random(5)), product)
+    assert recoloured.aligned and recoloured.comparison.colour_ok

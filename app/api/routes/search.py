@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import ImageId, MetricsDep, SearchDep, SettingsDep, TicketDep
 from app.api.mapping import search_read
-from app.api.schemas import SearchRead
+from app.api.schemas import SearchRead, SubjectsRead
 from app.api.security import ReadCaller
 from app.api.uploads import read_upload
 from app.core.errors import InvalidInputError
@@ -108,6 +108,17 @@ def search_route(
         if stage != "passes":
             metrics.search_stage.labels(stage).observe(ms / 1000)
     return search_read(result, options.offset)
+
+
+@router.post("/subjects", response_model=SubjectsRead, responses={413: ERRORS[413], 422: ERRORS[422]})
+def subjects_route(
+    search: SearchDep,
+    settings: SettingsDep,
+    _caller: ReadCaller,
+    image: Annotated[UploadFile, File(description="A photo that may show several products.")],
+) -> SubjectsRead:
+    """The products in a photo, each as a box to search with (the page's crop box starts on the first)."""
+    return SubjectsRead(boxes=search.subjects(read_upload(image, settings.max_upload_bytes)))
 
 
 @router.get("/images/{image_id}/similar", response_model=SearchRead, responses={404: {"description": "No image"}})

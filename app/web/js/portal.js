@@ -1,0 +1,97 @@
+// The factory portal: sign in with a factory key (kept in sessionStorage, sent as a header, never in the URL),
+// upload a catalogue as an ingest job and watch it, browse and delete the factory's own products.
+import { call, query, storeKey, storedKey } from "./api.js";
+import { el } from "./results.js";
+
+const $ = (id) => document.getElementById(id);
+const POLL_MS = 1000;
+let polling = null;
+
+async function signIn(key) {
+  try {
+    await call("/api/v1/ingest-jobs?limit=1", { key });
+  } catch (error) {
+    $("signin-error").textContent = error.status === 401 || error.status === 403 ? "Key not recognised, or not a factory key." : error.message;
+    $("signin-error").hidden = false;
+    return;
+  }
+  storeKey(key);
+  $("signin").hidden = true;
+  $("signed-in").hidden = false;
+  $("who").textContent = `Signed in with key ${key.slice(0, 8)}…`;
+  loadJobs();
+}
+
+function signOut() {
+  storeKey("");
+  clearInterval(polling);
+  $("signed-in").hidden = true;
+  $("signin").hidden = false;
+  $("key").value = "";
+}
+
+async function upload(event) {
+  event.preventDefault();
+  const file = $("catalogue").files[0];
+  if (!file) return;
+  const body = new FormData();
+  body.append("file", file, file.name);
+  $("send").disabled = true;
+  try {
+    watch(await call("/api/v1/ingest-jobs", { method: "POST", body }));
+  } catch (error) {
+    $("job").hidden = false;
+    $("job-status").textContent = `Not accepted: ${error.message}`;
+  } finally {
+    $("send").disabled = false;
+  }
+}
+
+function watch(job) {
+  clearInterval(polling);
+  $("job").hidden = false;
+  $("cancel").onclick = () => call(`/api/v1/ingest-jobs/${job.id}`, { method: "DELETE" }).then(show);
+  const show = (report) => {
+    $("progress").max = Math.max(report.total, 1);
+    $("progress").value = report.done;
+    const left = report.items_per_s > 0 ? Math.round((report.total - report.done) / report.items_per_s) : null;
+    $("job-status").textContent = `${report.state}: ${report.done} of ${report.total} rows · ${report.added} added · ${report.failed} failed`
+      + (report.state === "running" && left !== null ? ` · ${report.items_per_s.toFixed(1)} rows/s, about ${left} s left` : "")
+      + (report.error ? ` · ${report.error}` : "");
+    $("errors").hidden = !report.errors.length;
+    $("errors").tBodies[0].replaceChildren(...report.errors.map((e) => el("tr", {}, el("td", {}, String(e.line)), el("td", {}, e.image), el("td", {}, e.reason))));
+    $("cancel").hidden = !["queued", "running"].includes(report.state);
+    if (!["queued", "running"].includes(report.state)) {
+      clearInterval(polling);
+      loadJobs();
+    }
+  };
+  show(job);
+  polling = setInterval(() => call(`/api/v1/ingest-jobs/${job.id}`).then(show).catch((error) => { $("job-status").textContent = error.message; }), POLL_MS);
+}
+
+async function loadJobs() {
+  const jobs = await call("/api/v1/ingest-jobs?limit=10").catch(() => []);
+  $("jobs").tBodies[0].replaceChildren(...jobs.map((j) => el("tr", {}, el("td", {}, j.source), el("td", {}, j.state), el("td", {}, `${j.done}/${j.total}`), el("td", {}, String(j.added)), el("td", {}, String(j.failed)))));
+}
+
+async function browse(event) {
+  if (event) event.preventDefault();
+  const factory = $("factory").value.trim();
+  const products = await call(`/api/v1/products?${query({ factory_id: factory, limit: 500 })}`).catch(() => []);
+  $("products").tBodies[0].replaceChildren(...products.map((p) => el("tr", { "data-product": p.id },
+    el("td", {}, p.id), el("td", {}, p.title), el("td", {}, p.price ?? ""), el("td", {}, p.moq ?? ""), el("td", {}, String(p.image_ids.length)),
+    el("td", {}, el("button", { type: "button", class: "delete", onclick: () => remove(p.id) }, "Delete")))));
+}
+
+async function remove(productId) {
+  if (!confirm(`Delete ${productId} and its images? Searches stop finding it at once.`)) return;
+  await call(`/api/v1/products/${encodeURIComponent(productId)}`, { method: "DELETE" }).catch((error) => alert(error.message));
+  browse();
+}
+
+$("signin").addEventListener("submit", (e) => { e.preventDefault(); signIn($("key").value.trim()); });
+$("signout").addEventListener("click", signOut);
+$("upload").addEventListener("submit", upload);
+$("browse").addEventListener("submit", browse);
+if (storedKey()) signIn(storedKey());

@@ -1,0 +1,93 @@
+"""A real server on a small catalogue and a headless Chromium driving it (Debian's chromium and
+chromium-driver; selenium from PyPI). Skipped, with the reason, where no browser is installed.
+
+SOURCELENS_SCREENSHOTS=DIR saves the screenshots the README shows."""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from helpers import module_services
+
+from app.bootstrap import Services
+from app.main import create_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+SHOTS = os.environ.get("SOURCELENS_SCREENSHOTS")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Live:
+    url: str
+    services: Services
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, effnet_embedder, catalogue) -> Iterator[Live]:
+    services = module_services(
+        tmp_path_factory, effnet_embedder, anonymous_search=True, allowed_hosts=["127.0.0.1"], embed_batch_size=16
+    )
+    assert services.ingest.ingest_manifest(catalogue).added == 28
+    port = _free_port()
+    config = uvicorn.Config(create_app(services.settings, services), host="127.0.0.1", port=port, log_level="warning")
+    app_server = uvicorn.Server(config)
+    thread = threading.Thread(target=app_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not app_server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield Live(f"http://127.0.0.1:{port}", services)
+    app_server.should_exit = True
+    thread.join(10)
+    services.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM or not DRIVER:
+        pytest.skip("no Chromium here: `apt-get install chromium chromium-driver` runs the browser tests")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(browser, server):
+    """The browser on a fresh seller page; fails the test on any console error."""
+    browser.set_window_size(1280, 1000)
+    browser.get(server.url + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(server.url + "/")
+    browser.get_log("browser")  # drop what came before
+    yield browser
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def screenshot(driver, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))

@@ -1,0 +1,69 @@
+"""The factory portal in a real browser: a bad key is refused; a factory key uploads a CSV with two bad rows
+and watches the job to its end, the bad rows listed with their reasons; its products are listed and one
+deleted."""
+
+import zipfile
+
+import pytest
+from conftest import screenshot
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import WebDriverWait
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_factory_uploads_watches_and_tidies_its_catalogue(browser, server, catalogue, tmp_path):
+    browser.set_window_size(1280, 1000)
+    browser.get(server.url + "/portal")
+    browser.execute_script("sessionStorage.clear()")
+    browser.find_element(By.ID, "key").send_keys("sl_not_a_real_key")
+    browser.find_element(By.CSS_SELECTOR, "#signin button").click()
+    error = WebDriverWait(browser, 10).until(seen.visibility_of_element_located((By.ID, "signin-error")))
+    assert "Key not recognised" in error.text
+    browser.get_log("browser")  # the refused key's 401 is expected
+
+    token = server.services.keys.create("portal test", "factory", ["F009"]).token
+    key = browser.find_element(By.ID, "key")
+    key.clear()
+    key.send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#signin button").click()
+    WebDriverWait(browser, 10).until(seen.visibility_of_element_located((By.ID, "signed-in")))
+
+    images = catalogue.parent / "images"
+    rows = [
+        f"F009,Portal Factory,Dongguan,F009-P{n},Portal product {n},cup,2.5,100,images/{name}"
+        for n, name in enumerate(["F001-P001-1.jpg", "F002-P001-1.jpg", "F003-P001-1.jpg"])
+    ]
+    rows += [
+        "F009,Portal Factory,Dongguan,F009-PX,Missing,cup,1,1,images/missing.jpg",
+        "F001,Someone Else,Yiwu,F001-PZ,Not mine,cup,1,1,images/F004-P001-1.jpg",
+    ]
+    bundle = tmp_path / "catalogue.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        header = "factory_id,factory_name,region,product_id,title,category,price,moq,image\n"
+        archive.writestr("manifest.csv", header + "\n".join(rows) + "\n")
+        for name in ["F001-P001-1.jpg", "F002-P001-1.jpg", "F003-P001-1.jpg", "F004-P001-1.jpg"]:
+            archive.write(images / name, f"images/{name}")
+    browser.find_element(By.ID, "catalogue").send_keys(str(bundle))
+    browser.find_element(By.ID, "send").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "job-status").text.startswith(("done", "failed")))
+    status = browser.find_element(By.ID, "job-status").text
+    progress = browser.find_element(By.ID, "progress")
+    assert progress.get_attribute("value") == progress.get_attribute("max")
+    reasons = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#errors tbody tr")]
+    assert status.startswith("done: 5 of 5 rows · 3 added · 2 failed"), status
+    assert len(reasons) == 2 and "missing.jpg" in reasons[0] and "may not write factory 'F001'" in reasons[1]
+    screenshot(browser, "portal-job")
+
+    browser.find_element(By.ID, "factory").send_keys("F009")
+    browser.find_element(By.CSS_SELECTOR, "#browse button").click()
+    WebDriverWait(browser, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#products tbody tr")) >= 1)
+    listed = [row.get_attribute("data-product") for row in browser.find_elements(By.CSS_SELECTOR, "#products tbody tr")]
+    browser.execute_script("window.confirm = () => true")
+    browser.find_element(By.CSS_SELECTOR, f"#products tr[data-product='{listed[0]}'] .delete").click()
+    shown = "return [...document.querySelectorAll('#products tbody tr')].map(r => r.dataset.product)"
+    WebDriverWait(browser, 10).until(lambda d: listed[0] not in d.execute_script(shown))
+    assert len(browser.execute_script(shown)) == len(listed) - 1
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not errors, errors

@@ -1,0 +1,252 @@
+"""The seller page in a real browser: search by file and paste, the crop box and subjects, filters and the
+URL, paging, more-like-this, the factory page, the no-match state, errors, a phone-sized screen."""
+
+import base64
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from conftest import screenshot
+from helpers import jpeg_bytes
+from PIL import Image
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import WebDriverWait
+
+from app.demo.sample_catalogue import Design, render_product
+
+pytestmark = pytest.mark.browser
+WAIT = 30
+
+
+# Keeps the text fields of every form the page sends, in window.__bodies.
+RECORD_FORMS = """window.__bodies = []; const send = window.fetch;
+window.fetch = (u, o) => {
+  if (o && o.body instanceof FormData) window.__bodies.push(
+    [...o.body.entries()].filter(e => typeof e[1] == 'string'));
+  return send(u, o);
+};"""
+
+
+def wait(driver, condition, timeout: float = WAIT):
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def image_path(catalogue: Path, name: str) -> str:
+    return str(catalogue.parent / "images" / name)
+
+
+def write(tmp_path: Path, image: Image.Image, name: str = "photo.jpg") -> str:
+    path = tmp_path / name
+    path.write_bytes(jpeg_bytes(image))
+    return str(path)
+
+
+def alert_shown(driver) -> bool:
+    return driver.find_element(By.ID, "alert").get_attribute("hidden") is None
+
+
+def status(driver) -> str:
+    return driver.find_element(By.ID, "status").text
+
+
+def results_for(driver, before: str = "") -> list[str]:
+    """Waits for a finished search (a status other than `before` and not "Searching…"); the factory ids."""
+    wait(driver, lambda d: status(d) not in (before, "Searching…", "") or alert_shown(d))
+    assert not alert_shown(driver), driver.find_element(By.ID, "alert").text
+    return [
+        card.get_attribute("data-factory")
+        for card in driver.find_elements(By.CSS_SELECTOR, "#cards .card[data-factory]")
+    ]
+
+
+def choose(driver, path: str) -> list[str]:
+    before = status(driver)
+    driver.find_element(By.ID, "file").send_keys(path)
+    wait(driver, lambda d: d.find_element(By.ID, "photo").get_attribute("hidden") is None)
+    return results_for(driver, before)
+
+
+def url_params(driver) -> dict[str, list[str]]:
+    return parse_qs(urlparse(driver.current_url).query)
+
+
+def test_the_empty_page_invites_a_photo(page):
+    drop = page.find_element(By.ID, "drop")
+    assert drop.is_displayed() and "Drop, paste or choose a photo" in drop.text
+    assert page.find_elements(By.CSS_SELECTOR, "#cards .card") == []
+    favicon = page.execute_script("return fetch('/static/favicon.svg').then(r => r.status)")
+    assert favicon == 200
+    screenshot(page, "seller-empty")
+
+
+def test_a_photo_finds_its_factory_with_evidence_in_words(page, catalogue):
+    factories = choose(page, image_path(catalogue, "F002-P003-1.jpg"))
+    assert factories and factories[0] == "F002", (
+        status(page),
+        page.get_log("browser"),
+        page.find_element(By.ID, "results").text,
+    )
+    card = page.find_element(By.CSS_SELECTOR, "#cards .card")
+    text = card.text
+    assert "same product" in text and "% similar" in text and "matching points" in text
+    assert "Yiwu" in text or "region" in text.lower() or card.find_element(By.CSS_SELECTOR, ".meta").text
+    assert "price" in text and "MOQ" in text
+    assert card.find_elements(By.CSS_SELECTOR, ".outline")  # the matched region, outlined without hovering
+    assert status(page).startswith("Factories 1–")
+    screenshot(page, "seller-result")
+
+
+def test_a_pasted_screenshot_searches_like_a_file(page, catalogue):
+    data = base64.b64encode(Path(image_path(catalogue, "F003-P001-1.jpg")).read_bytes()).decode()
+    page.execute_script(
+        """const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "pasted.jpg", {type: "image/jpeg"}));
+        document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer}));""",
+        data,
+    )
+    assert results_for(page)[0] == "F003"
+
+
+def test_a_file_that_is_not_an_image_is_refused_without_a_request(page, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    page.find_element(By.ID, "file").send_keys(str(notes))
+    alert = wait(page, seen.visibility_of_element_located((By.ID, "alert")))
+    assert "not an image" in alert.text
+    requests = page.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert not any("/api/v1/search" in name or "/api/v1/subjects" in name for name in requests)
+
+
+def test_subjects_and_the_crop_box_choose_what_is_searched(page, catalogue, tmp_path):
+    left = Image.open(image_path(catalogue, "F001-P002-1.jpg"))
+    right = Image.open(image_path(catalogue, "F004-P003-1.jpg")).resize((220, 220))
+    photo = Image.new("RGB", (760, 420), (255, 255, 255))
+    photo.paste(left.crop((12, 12, left.width - 12, left.height - 12)), (20, 40))
+    photo.paste(right.crop((6, 6, 214, 214)), (520, 110))
+    first = choose(page, write(tmp_path, photo))
+    chips = page.find_elements(By.CSS_SELECTOR, "#subjects .chip")
+    assert len(chips) == 2 and chips[0].get_attribute("aria-pressed") == "true"
+    assert first[0] == "F001"
+    before = status(page)
+    chips[1].click()
+    assert results_for(page, before)[0] == "F004"
+    # Dragging the box sends its new place as the search's bbox.
+    crop = page.find_element(By.ID, "crop")
+    box_before = crop.get_attribute("aria-valuetext")
+    page.execute_script(RECORD_FORMS)
+    ActionChains(page).click_and_hold(crop).move_by_offset(-30, -10).release().perform()
+    wait(page, lambda d: d.execute_script("return window.__bodies.length") >= 1)
+    assert crop.get_attribute("aria-valuetext") != box_before
+    sent = dict(page.execute_script("return window.__bodies[0]"))
+    assert "bbox" in sent and len(sent["bbox"].split(",")) == 4
+    # The keyboard does the same: Shift+arrows resize.
+    crop.send_keys(Keys.SHIFT, Keys.ARROW_RIGHT)
+    wait(page, lambda d: d.execute_script("return window.__bodies.length") >= 2)
+
+
+def test_filters_come_from_the_catalogue_and_live_in_the_url(page, catalogue):
+    choose(page, image_path(catalogue, "F002-P001-1.jpg"))
+    options = [o.get_attribute("value") for o in page.find_elements(By.CSS_SELECTOR, "#category option")]
+    assert "" in options and len(options) > 2
+    category = options[1]
+    before = status(page)
+    page.find_element(By.CSS_SELECTOR, f"#category option[value='{category}']").click()
+    results_for(page, before)
+    assert url_params(page)["category"] == [category]
+    page.refresh()
+    wait(page, lambda d: d.find_element(By.ID, "category").get_attribute("value") == category)
+    results_for(page)  # the photo came back from sessionStorage, and the search ran again
+
+
+def test_paging_and_back(page, catalogue, server):
+    page.get(server.url + "/?per=1&weak=1")
+    choose(page, image_path(catalogue, "F001-P001-1.jpg"))
+    assert "Page 1 of" in page.find_element(By.ID, "pager").text
+    before = status(page)
+    page.find_element(By.ID, "next").click()
+    results_for(page, before)
+    assert url_params(page)["page"] == ["2"] and status(page).startswith("Factories 2–2 of")
+    page.back()
+    wait(page, lambda d: "page" not in url_params(d))
+    wait(page, lambda d: status(d).startswith("Factories 1–1 of"))
+
+
+def test_more_like_this_and_the_factory_page(page, catalogue):
+    choose(page, image_path(catalogue, "F003-P002-1.jpg"))
+    before = status(page)
+    page.find_element(By.CSS_SELECTOR, "#cards .match .similar").click()
+    results_for(page, before)
+    assert "like" in url_params(page) and status(page).startswith("Factories with products like that image")
+    page.find_element(By.CSS_SELECTOR, "#cards .factory-link").click()
+    wait(page, seen.visibility_of_element_located((By.CSS_SELECTOR, ".factory-page")))
+    assert "factory" in url_params(page) and len(page.find_elements(By.CSS_SELECTOR, ".factory-page .product")) == 4
+    screenshot(page, "factory-page")
+    page.find_element(By.ID, "back").click()
+    wait(page, seen.visibility_of_element_located((By.ID, "cards")))
+    assert "factory" not in url_params(page)
+
+
+def test_no_confident_match_explains_and_offers_weak_matches(page, tmp_path):
+    stranger = render_product(Design(seed=424_242, palette=((20, 190, 80), (10, 10, 120), (240, 240, 20))), size=320)
+    assert choose(page, write(tmp_path, stranger)) == []
+    banner = page.find_element(By.ID, "banner")
+    assert banner.is_displayed() and "No confident match" in banner.text and "another view" in banner.text
+    before = status(page)
+    page.find_element(By.ID, "show-weak").click()
+    assert results_for(page, before)
+    assert "weak match" in page.find_element(By.CSS_SELECTOR, "#cards .card .level").text
+
+
+def test_a_server_error_keeps_the_photo_and_offers_retry(page, catalogue):
+    choose(page, image_path(catalogue, "F001-P001-1.jpg"))
+    page.execute_script(
+        "const send = window.fetch; window.fetch = (u, o) => String(u).includes('/search') ? "
+        "Promise.resolve(new Response(JSON.stringify({detail: 'boom'}), {status: 503})) : send(u, o);"
+    )
+    page.find_element(By.ID, "go").click()
+    alert = wait(page, seen.visibility_of_element_located((By.ID, "alert")))
+    assert "boom" in alert.text and page.find_element(By.ID, "retry").is_displayed()
+    assert page.find_element(By.ID, "preview").is_displayed()
+    page.get_log("browser")  # the stubbed 503 is not the page's error
+
+
+def test_a_rate_limited_search_counts_down(page, catalogue):
+    choose(page, image_path(catalogue, "F001-P001-1.jpg"))
+    page.execute_script(
+        "const send = window.fetch; window.fetch = (u, o) => String(u).includes('/search') ? Promise.resolve("
+        "new Response(JSON.stringify({detail: 'slow down'}), {status: 429, headers: {'Retry-After': '2'}}))"
+        " : send(u, o);"
+    )
+    page.find_element(By.ID, "go").click()
+    alert = wait(page, seen.visibility_of_element_located((By.ID, "alert")))
+    assert "try again in 0:0" in alert.text and not page.find_element(By.ID, "go").is_enabled()
+    wait(page, lambda d: d.find_element(By.ID, "go").is_enabled(), timeout=6)
+
+
+def test_a_phone_sized_screen_fits_without_sideways_scrolling(page, catalogue):
+    page.set_window_size(390, 844)
+    choose(page, image_path(catalogue, "F002-P003-1.jpg"))
+    width, client = page.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert width <= client
+    small = page.execute_script(
+        "return [...document.querySelectorAll('button, input, select, .button')].filter(e => e.offsetParent)"
+        ".filter(e => !e.classList.contains('remove') && e.type !== 'checkbox' && e.type !== 'file')"
+        ".filter(e => e.getBoundingClientRect().height < 44).map(e => e.id || e.className || e.tagName)"
+    )
+    assert small == []
+    screenshot(page, "seller-phone")
+
+
+def test_every_control_is_reachable_by_keyboard(page):
+    reached = set()
+    body = page.find_element(By.TAG_NAME, "body")
+    for _ in range(25):
+        body.send_keys(Keys.TAB)
+        reached.add(page.execute_script("return document.activeElement.id || document.activeElement.className"))
+    assert {"drop", "text", "region", "category", "min_price", "max_price", "max_moq", "weak", "go"} <= reached
