@@ -50,6 +50,9 @@ def configure(fmt: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The client's transport logs every request at INFO: the CLI's user wants the answer, not the wire.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # through the root handler, in its format
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -5,29 +5,18 @@ SOURCELENS_SCREENSHOTS=DIR saves the screenshots the README shows."""
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
-from helpers import module_services
+from helpers import live_server, module_services
 
 from app.bootstrap import Services
-from app.main import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
 SHOTS = os.environ.get("SOURCELENS_SCREENSHOTS")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -42,17 +31,8 @@ def server(tmp_path_factory, effnet_embedder, catalogue) -> Iterator[Live]:
         tmp_path_factory, effnet_embedder, anonymous_search=True, allowed_hosts=["127.0.0.1"], embed_batch_size=16
     )
     assert services.ingest.ingest_manifest(catalogue).added == 28
-    port = _free_port()
-    config = uvicorn.Config(create_app(services.settings, services), host="127.0.0.1", port=port, log_level="warning")
-    app_server = uvicorn.Server(config)
-    thread = threading.Thread(target=app_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not app_server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield Live(f"http://127.0.0.1:{port}", services)
-    app_server.should_exit = True
-    thread.join(10)
+    with live_server(services) as url:
+        yield Live(url, services)
     services.close()
 
 

@@ -1,15 +1,13 @@
-"""`sourcelens` command line: ingest, search, serve, demo, reindex."""
+"""The commands that work on a data directory: ingest, serve, demo, keys, db, calibrate, reindex."""
 
 import argparse
-import json
+import json  # noqa: F401  (kept for commands printing JSON)
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from app.core import logs
 from app.core.config import Settings
 
 if TYPE_CHECKING:
@@ -20,95 +18,6 @@ if TYPE_CHECKING:
     from app.bootstrap import Services
 
 log = logging.getLogger("sourcelens")
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    settings = _settings(args)
-    server = args.handler in (cmd_serve, cmd_demo)
-    logs.configure(settings.log_format if settings.log_format != "auto" else ("json" if server else "text"))
-    try:
-        return int(args.handler(args, settings))
-    except Exception as exc:  # one line for expected failures; the trace only with --debug
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from app.core.errors import ServiceError
-        from embeddings import ImageError, ModelLoadError
-        from index import IndexMismatchError
-
-        expected = ServiceError | ImageError | ModelLoadError | IndexMismatchError | OSError | SQLAlchemyError
-        if args.debug or not isinstance(exc, expected):
-            raise
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        print(f"error: {reason[0] if reason else type(exc).__name__}", file=sys.stderr)
-        return 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sourcelens", description="Reverse-image supplier search.")
-    parser.add_argument("--data-dir", type=Path, help="data directory (SOURCELENS_DATA_DIR)")
-    parser.add_argument("--model", help="embedder spec (SOURCELENS_MODEL), e.g. effnet-lite0")
-    parser.add_argument("--database-url", help="SQLAlchemy URL (SOURCELENS_DATABASE_URL)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    ingest = commands.add_parser("ingest", help="add or update catalogue images from a CSV manifest")
-    ingest.add_argument("manifest", type=Path)
-    ingest.set_defaults(handler=cmd_ingest)
-
-    search = commands.add_parser("search", help="rank source factories for a product photo")
-    search.add_argument("photo", type=Path)
-    search.add_argument("--top-k", type=int, default=None, help="how many factories (default 10)")
-    search.add_argument("--json", action="store_true", help="print the API's JSON body")
-    search.add_argument("--bbox", help="the product's box in the photo: x0,y0,x1,y1 (pixels or 0..1)")
-    search.add_argument("--include-weak", action="store_true", help="list candidates without a confident match")
-    search.set_defaults(handler=cmd_search)
-
-    for name, handler, text in (
-        ("serve", cmd_serve, "serve the web page and the HTTP API"),
-        ("demo", cmd_demo, "ingest the bundled sample catalogue and serve it"),
-    ):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--host", help="bind address (SOURCELENS_HOST, default 127.0.0.1)")
-        command.add_argument("--port", type=int, help="port (SOURCELENS_PORT, default 8000)")
-        command.set_defaults(handler=handler)
-    commands.choices["demo"].add_argument("--no-serve", action="store_true", help="ingest only, then exit")
-
-    keys = commands.add_parser("keys", help="create, list or revoke API keys")
-    actions = keys.add_subparsers(required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="create a key and print its token (shown this once)")
-    create.add_argument("--name", required=True, help="who or what the key is for")
-    create.add_argument("--role", required=True, choices=["admin", "factory", "search"])
-    create.add_argument("--factory", action="append", default=[], help="a factory a factory key may write")
-    create.set_defaults(handler=cmd_keys_create)
-    actions.add_parser("list", help="list keys (never their tokens)").set_defaults(handler=cmd_keys_list)
-    revoke = actions.add_parser("revoke", help="revoke a key: it stops working at once")
-    revoke.add_argument("key_id", type=int)
-    revoke.set_defaults(handler=cmd_keys_revoke)
-
-    database = commands.add_parser("db", help="the database's schema: upgrade, show, check")
-    steps = database.add_subparsers(required=True, metavar="ACTION")
-    steps.add_parser("upgrade", help="migrate to the newest schema").set_defaults(handler=cmd_db_upgrade)
-    steps.add_parser("current", help="the schema's revision, and the newest").set_defaults(handler=cmd_db_current)
-    steps.add_parser("check", help="fail if the models and the migrations disagree").set_defaults(handler=cmd_db_check)
-
-    calibrate = commands.add_parser("calibrate", help="fit the match levels' thresholds on this catalogue")
-    calibrate.add_argument("--target", type=float, default=0.01, help="rate of confident wrong answers (0.01)")
-    calibrate.add_argument("--copies", type=int, default=300, help="catalogue images queried as copies (300)")
-    calibrate.add_argument("--unknown", type=int, default=150, help="products searched as unknown ones (150)")
-    calibrate.add_argument("--seed", type=int, default=0)
-    calibrate.add_argument("--show", action="store_true", help="print the calibration in use, run nothing")
-    calibrate.set_defaults(handler=cmd_calibrate)
-
-    reindex = commands.add_parser("reindex", help="re-embed the catalogue with the configured model")
-    reindex.add_argument("--force", action="store_true", help="re-embed images already embedded by this model")
-    reindex.set_defaults(handler=cmd_reindex)
-    return parser
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {name: getattr(args, name, None) for name in ("data_dir", "model", "database_url", "host", "port")}
-    return Settings(**{name: value for name, value in overrides.items() if value is not None})
 
 
 def _progress_bar(total: int, unit: str) -> "tqdm[Any]":
@@ -133,31 +42,6 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"line {error.line}: {error.image}: {error.reason}", file=sys.stderr)
     print(report.summary())
     return 1 if report.failed and not (report.added or report.unchanged or report.updated) else 0
-
-
-def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from app.api.mapping import search_read
-    from app.bootstrap import build_services
-    from app.search.options import QueryPhoto, SearchOptions
-
-    photo = QueryPhoto(args.photo.read_bytes(), args.bbox)
-    top_k = settings.default_top_k if args.top_k is None else args.top_k
-    options = SearchOptions(top_k=top_k, include_weak=args.include_weak)
-    services = build_services(settings)
-    try:
-        body = search_read(services.search.run([photo], None, options))
-    finally:
-        services.close()
-    if args.json:
-        print(json.dumps(body.model_dump(), indent=2))
-        return 0
-    if body.message:
-        print(body.message)
-    for rank, factory in enumerate(body.factories, 1):
-        best = ", ".join(f"{m.product_id} ({m.match_level} {m.similarity:.3f})" for m in factory.matches[:3])
-        print(f"{rank:>2}. {factory.score:.3f}  {factory.name} [{factory.factory_id}, {factory.region or '-'}]  {best}")
-    print(f"({body.took_ms:.0f} ms)")
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services | None" = None) -> int:
@@ -350,7 +234,3 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     engine.dispose()
     print(f"re-embedded {done} images with {model.name}; the index holds {len(index)} vectors ({index.describe()})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
