@@ -138,6 +138,7 @@ def build_services(
     near_duplicate = settings.near_duplicate_similarity
     policy = SearchPolicy(
         max_top_k=settings.max_top_k,
+        max_subjects=settings.max_subjects,
         thresholds=Thresholds(default_near_duplicate(model.name) if near_duplicate is None else near_duplicate),
     )
     search = SearchService(

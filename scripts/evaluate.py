@@ -107,6 +107,9 @@ def print_report(result: Evaluation) -> None:
         "reliability (top similarity band: answers, share naming the right factory): "
         + "; ".join(f"{low:.2f}-{high:.2f}: {n}, {right:.2f}" for low, high, n, right in result.reliability())
     )
+    copies, unknown = result.category_top1(result.known), result.category_top1(result.unknown)
+    if copies is not None:
+        print(f"likeliest category right: copies {copies:.3f}, unknown products {unknown or 0:.3f}")
     latency = result.latencies()
     print(
         f"latency per search: p50 {np.percentile(latency, 50):.1f} ms, p95 {np.percentile(latency, 95):.1f} ms "

@@ -5,6 +5,7 @@ from dataclasses import asdict
 from app.access.keys import KeyInfo
 from app.api.schemas import (
     CalibrationRead,
+    CategoryRead,
     EvidenceRead,
     FacetsRead,
     FactoryMatchRead,
@@ -73,6 +74,7 @@ def search_read(result: SearchResult, offset: int = 0) -> SearchRead:
         total=result.total,
         offset=offset,
         factories=factories,
+        categories=[CategoryRead(category=c.category, confidence=c.confidence) for c in result.categories],
         thresholds=result.thresholds,
         took_ms=round(result.took_ms, 1),
         timings_ms=result.timings_ms,

@@ -119,12 +119,20 @@ class FactoryMatchRead(BaseModel):
     matches: list[MatchRead] = Field(description="Its best-matching products, one image each, best first.")
 
 
+class CategoryRead(BaseModel):
+    category: str
+    confidence: float = Field(description="0..1: the nearest products' vote, blended with the text tower's reading.")
+
+
 class SearchRead(BaseModel):
     confident_match: bool = Field(description="False: nothing cleared the calibrated threshold.")
     message: str | None = Field(description="Why the list is empty, when it is.")
     total: int = Field(description="Factories found over all pages.")
     offset: int
     factories: list[FactoryMatchRead]
+    categories: list[CategoryRead] = Field(
+        description="The photo's likely catalogue categories, most likely first (at most 3), confident match or not."
+    )
     thresholds: str = Field(
         description="Where the match levels' thresholds come from: 'catalogue' (calibrated on this catalogue by "
         "`sourcelens calibrate`) or 'default' (the shipped defaults)."
@@ -134,6 +142,16 @@ class SearchRead(BaseModel):
         description="Milliseconds per stage (decode, preprocess, embed, search, lookup, verify), summed over both "
         "passes when the photo's crops were searched too; then also passes: 2."
     )
+    subjects: "list[SubjectSearchRead] | None" = Field(
+        default=None,
+        description="With per_subject=true: an answer for each product seen in the photo, largest first, each with "
+        "its box (the top-level answer is the first one's).",
+    )
+
+
+class SubjectSearchRead(BaseModel):
+    box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 as fractions of the photo's size.")
+    answer: SearchRead
 
 
 class HealthRead(BaseModel):

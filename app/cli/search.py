@@ -4,7 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
-from app.api.schemas import SearchRead
+from app.api.schemas import SearchRead, SubjectSearchRead
 from app.core.config import Settings
 from app.core.errors import InvalidInputError
 
@@ -31,6 +31,7 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     search.add_argument("--include-weak", action="store_true", help="list candidates without a confident match")
     search.add_argument("--no-verify", action="store_true", help="skip the local-feature check")
     search.add_argument("--no-auto-crop", action="store_true", help="search the photo only, not its crops")
+    search.add_argument("--per-subject", action="store_true", help="one photo of several products: answer each")
     search.add_argument("--json", action="store_true", help="print the API's JSON body")
     search.set_defaults(handler=cmd_search)
 
@@ -70,12 +71,18 @@ def _local(args: argparse.Namespace, settings: Settings) -> SearchRead:
         include_weak=args.include_weak,
     )
     options = params.options(settings.default_top_k, auto_crop=not args.no_auto_crop)
+    if args.per_subject and (len(args.photos) != 1 or args.bbox):
+        raise InvalidInputError("--per-subject answers for the products of one photo: give one photo, no --bbox")
     boxes = args.bbox or [None] * len(args.photos)
     photos = [QueryPhoto(path.read_bytes(), box or None) for path, box in zip(args.photos, boxes, strict=True)]
     services = build_services(settings)
     try:
         if args.like is not None:
             return search_read(services.search.similar(args.like, options), options.offset)
+        if args.per_subject:
+            answers = services.search.per_subject(photos[0].data, args.text, options)
+            subjects = [SubjectSearchRead(box=box, answer=search_read(found, options.offset)) for box, found in answers]
+            return subjects[0].answer.model_copy(update={"subjects": subjects})
         return search_read(services.search.run(photos, args.text, options), options.offset)
     finally:
         services.close()
@@ -103,10 +110,17 @@ def _remote(args: argparse.Namespace) -> SearchRead:
             include_weak=args.include_weak,
             verify=not args.no_verify,
             auto_crop=not args.no_auto_crop,
+            per_subject=args.per_subject,
         )
 
 
 def print_result(body: SearchRead) -> None:
+    if body.subjects:
+        for number, subject in enumerate(body.subjects, 1):
+            box = ", ".join(f"{v:.2f}" for v in subject.box)
+            print(f"product {number} of {len(body.subjects)} in the photo (box {box}):")
+            print_result(subject.answer)
+        return
     if body.message:
         print(body.message)
     for rank, factory in enumerate(body.factories, body.offset + 1):
@@ -119,5 +133,7 @@ def print_result(body: SearchRead) -> None:
                 evidence += f", {match.evidence.inliers} matching points"
             details = " · ".join(fact for fact in facts if fact)
             print(f"      {match.product_id} {match.title} ({details}): {match.match_words}, {evidence}")
+    if body.categories:
+        print("likely categories: " + ", ".join(f"{c.category} ({c.confidence:.0%})" for c in body.categories))
     shown = f"{body.offset + 1}-{body.offset + len(body.factories)} of {body.total}" if body.factories else "none"
     print(f"(factories {shown}; {body.took_ms:.0f} ms; thresholds: {body.thresholds})")

@@ -86,6 +86,7 @@ class AsyncSourceLens:
         include_weak: bool = False,
         verify: bool = True,
         auto_crop: bool = True,
+        per_subject: bool = False,
     ) -> SearchRead:
         """Ranked factories for a product: one photo, several views of it, words, or both. `boxes`: per
         photo, its product's box 'x0,y0,x1,y1' (pixels or 0..1), or None."""
@@ -101,6 +102,7 @@ class AsyncSourceLens:
                 include_weak=include_weak,
                 verify=verify,
                 auto_crop=auto_crop,
+                per_subject=per_subject,
             )
         )
 

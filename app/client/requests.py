@@ -77,6 +77,7 @@ def search_request(
     include_weak: bool = False,
     verify: bool = True,
     auto_crop: bool = True,
+    per_subject: bool = False,
 ) -> Request:
     if boxes is not None and len(boxes) != len(photos):
         raise ValueError(f"{len(boxes)} boxes for {len(photos)} photos: give one per photo (None for none)")
@@ -86,6 +87,7 @@ def search_request(
         "include_weak": str(include_weak).lower(),
         "verify": str(verify).lower(),
         "auto_crop": str(auto_crop).lower(),
+        "per_subject": str(per_subject).lower(),
     }
     if top_k is not None:
         data["top_k"] = str(top_k)

@@ -82,6 +82,7 @@ class SourceLens:
         include_weak: bool = False,
         verify: bool = True,
         auto_crop: bool = True,
+        per_subject: bool = False,
     ) -> SearchRead:
         """Ranked factories for a product: one photo, several views of it, words, or both. `boxes`: per
         photo, its product's box 'x0,y0,x1,y1' (pixels or 0..1), or None."""
@@ -97,6 +98,7 @@ class SourceLens:
                 include_weak=include_weak,
                 verify=verify,
                 auto_crop=auto_crop,
+                per_subject=per_subject,
             )
         )
 

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         "unset: the model's calibrated default (app/search/scoring.py).",
     )
     max_top_k: int = Field(default=100, ge=1)
+    max_subjects: int = Field(
+        default=4, ge=1, le=6, description="Products answered separately in one photo (per_subject searches)."
+    )
     default_top_k: int = Field(default=10, ge=1)
 
     # Image URLs in manifests.

@@ -37,6 +37,7 @@ class Query:
     product_id: str
     factory_id: str
     image: Path
+    category: str | None = None
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Outcome:
     level: str  # the first confident factory's best match level, or "none"
     top_similarity: float
     latency_ms: float
+    category_right: bool | None = None  # the likeliest category is the product's (None: it has none)
 
 
 @dataclass
@@ -81,6 +83,10 @@ class Evaluation:
                 rows.append((low, min(high, 1.0), len(inside), sum(inside) / len(inside)))
         return rows
 
+    def category_top1(self, outcomes: list[Outcome]) -> float | None:
+        judged = [o.category_right for o in outcomes if o.category_right is not None]
+        return sum(judged) / len(judged) if judged else None
+
     def latencies(self) -> np.ndarray:
         return np.array([o.latency_ms for o in self.known + self.unknown])
 
@@ -103,7 +109,8 @@ def read_queries(manifest: Path) -> list[Query]:
     first: dict[str, Query] = {}
     for row in rows:
         image = Path(row["image"]) if Path(row["image"]).is_absolute() else manifest.parent / row["image"]
-        first.setdefault(row["product_id"], Query(row["product_id"], row["factory_id"], image.resolve()))
+        query = Query(row["product_id"], row["factory_id"], image.resolve(), row.get("category") or None)
+        first.setdefault(row["product_id"], query)
     return list(first.values())
 
 
@@ -157,6 +164,7 @@ def run_query(searcher: Searcher, query: Query, data: bytes) -> Outcome:
     confident = [f for f in result.factories if f.confident]
     hits = sorted((m for f in result.factories for m in f.matches), key=lambda m: -m.rank_score)[:10]
     top = result.factories[0].matches[0].similarity if result.factories else 0.0
+    likeliest = result.categories[0].category if result.categories else None
     return Outcome(
         default_top1=bool(confident) and confident[0].factory_id == query.factory_id,
         weak_top1=factories[:1] == [query.factory_id],
@@ -167,6 +175,7 @@ def run_query(searcher: Searcher, query: Query, data: bytes) -> Outcome:
         level=confident[0].matches[0].level.value if confident else "none",
         top_similarity=top,
         latency_ms=latency,
+        category_right=None if query.category is None else likeliest == query.category,
     )
 
 

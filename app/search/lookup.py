@@ -68,6 +68,13 @@ class CatalogueReader:
         # the query itself (with the leaner fusing: the lookup of 200 hits 9.9 -> 5.6 ms, 1M catalogue).
         return (ImageRef._make(row) for row in self.session.connection().execute(statement).all())
 
+    def categories(self, product_ids: Iterable[str]) -> dict[str, str | None]:
+        wanted = list(product_ids)
+        if not wanted:
+            return {}
+        statement = select(Product.id, Product.category).where(Product.id.in_(wanted))
+        return {row.id: row.category for row in self.session.connection().execute(statement).all()}
+
     def page_rows(
         self, factory_ids: list[str], product_ids: list[str]
     ) -> tuple[dict[str, FactoryInfo], dict[str, ProductInfo]]:

@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 
 from app.catalog.types import FactoryInfo, ProductInfo
 from app.core.errors import InvalidInputError
+from app.search.categories import NEIGHBOURS, CategoryGuess, blend, neighbour_vote, text_match
 from app.search.crops import parse_bbox, query_crops, scale_box, subject_boxes
 from app.search.fusion import ImageRef, best_per_image, fuse_views
 from app.search.lookup import CatalogueReader, SearchLookup
@@ -46,12 +47,14 @@ MIRROR_TOP = 10
 SETTLED_AGREEMENT = 0.95
 MAX_VIEWS = 8
 MAX_TEXT_CHARS = 500
+CATEGORY_CACHE = 2000  # category names kept through the text tower
 
 
 @dataclass(frozen=True)
 class SearchPolicy:
     max_top_k: int  # the largest page a caller may ask for
     thresholds: Thresholds  # what each match level requires (shipped defaults, or the catalogue's calibration)
+    max_subjects: int = 4  # products of one photo answered separately, at most
 
 
 @dataclass
@@ -68,6 +71,7 @@ class SearchResult:
     # features): what calibration replays under other thresholds.
     evidence: list[Hit] = field(default_factory=list)
     thresholds: str = "default"  # where the match levels' thresholds came from: "default" or "catalogue"
+    categories: list[CategoryGuess] = field(default_factory=list)  # the photo's likely catalogue categories
 
 
 @dataclass
@@ -85,6 +89,7 @@ class _Query:
     # Image id → its local-feature check, and whether the mirrored query was tried too.
     verified: dict[int, tuple[Verification | None, bool]] = field(default_factory=dict)
     hits: list[Hit] = field(default_factory=list)  # the latest pass's candidates, with their evidence
+    photo_only: bool = False  # a photo query without words: its category names may be read by the text tower
     _features: list[QueryFeatures] | None = None
 
     def unsearched(self) -> list[np.ndarray]:
@@ -121,6 +126,7 @@ class SearchService:
         self.features = features
         self.verify_pool = verify_pool
         self.policy = policy
+        self._category_vectors: dict[str, np.ndarray] = {}
 
     @property
     def thresholds(self) -> Thresholds:
@@ -154,6 +160,7 @@ class SearchService:
         else:
             query = _Query([], [])
         query.exclude_product = exclude_product
+        query.photo_only = text_vector is None
         if text_vector is not None:
             # Text moves the query toward the words; text-to-image similarities are on another scale than
             # image-to-image ones, so such searches list candidates rather than claim confident matches.
@@ -184,6 +191,18 @@ class SearchService:
                 (round(x0 / width, 4), round(y0 / height, 4), round(x1 / width, 4), round(y1 / height, 4))
                 for x0, y0, x1, y1 in subject_boxes(image)
             ]
+
+    def per_subject(
+        self, photo: bytes, text: str | None, options: SearchOptions, ticket: Ticket | None = None
+    ) -> list[tuple[tuple[float, float, float, float], SearchResult]]:
+        """A photo of several products answered for each of them (largest first), each with its box."""
+        boxes = self.subjects(photo)[: self.policy.max_subjects]
+        answers = []
+        for box in boxes:
+            bbox = None if box == (0.0, 0.0, 1.0, 1.0) else ",".join(str(v) for v in box)
+            answers.append((box, self.run([QueryPhoto(photo, bbox)], text, options, ticket)))
+            ticket = None  # the request's place with the scheduler served its first search
+        return answers
 
     def _text_vector(self, text: str) -> np.ndarray:
         if len(text) > MAX_TEXT_CHARS:
@@ -262,6 +281,8 @@ class SearchService:
             factories, products = reader.page_rows(
                 [f.factory_id for f in page], [m.product_id for f in page for m in f.matches]
             )
+            with _timed(timings, "categories"):
+                categories = self._categories(reader, query)
         shown = _still_there(page, factories, products)
         total = len(ranked) - (len(page) - len(shown))
         return SearchResult(
@@ -275,7 +296,28 @@ class SearchService:
             timings,
             query.hits[:VERIFY_TOP],
             self.policy.thresholds.source,
+            categories,
         )
+
+    def _categories(self, reader: CatalogueReader, query: _Query) -> list[CategoryGuess]:
+        nearest = query.hits[: NEIGHBOURS * 3]  # several images per product at most
+        known = reader.categories({hit.product_id for hit in nearest})
+        vote = neighbour_vote(nearest, known)
+        model = self.scheduler.model
+        if not query.photo_only or model is None or not model.supports_text:
+            return blend(vote, {})
+        names = sorted({name for name in known.values() if name})
+        photo = normalise(np.mean([view[0] for view in query.views], axis=0)[None, :])[0]
+        return blend(vote, text_match(photo, names, self._category_vector))
+
+    def _category_vector(self, name: str) -> np.ndarray:
+        """A category's name through the text tower, once per name (the catalogue's categories are few)."""
+        vector = self._category_vectors.get(name)
+        if vector is None:
+            if len(self._category_vectors) >= CATEGORY_CACHE:
+                self._category_vectors.clear()
+            vector = self._category_vectors[name] = self.scheduler.embed_text(f"a photo of a {name}")
+        return vector
 
     def _ranked(
         self,

@@ -273,3 +273,29 @@ def test_subjects_are_boxes_a_search_takes(client, catalogue):
     assert factory_ids(body)[0] == "F003"
     bad = client.post("/api/v1/subjects", files={"image": ("p.jpg", b"not an image", "image/jpeg")})
     assert bad.status_code == 422 and "image" in bad.json()["detail"]
+
+
+def test_each_answer_names_the_photos_likely_category(client, catalogue):
+    products = {p["id"]: p for p in client.get("/api/v1/products", params={"limit": 500}).json()}
+    body = search(client, catalogue_photo(catalogue, "F002-P003-1.jpg")).json()
+    assert body["categories"][0]["category"] == products["F002-P003"]["category"]
+    assert 0 < body["categories"][0]["confidence"] <= 1 and len(body["categories"]) <= 3
+    stranger = render_product(Design(seed=55_555, palette=((200, 30, 90), (10, 120, 10), (240, 240, 240))), size=320)
+    unknown = search(client, stranger).json()
+    assert unknown["factories"] == [] and unknown["categories"]  # no factory, yet a likely category
+
+
+def test_a_photo_of_two_products_is_answered_for_each(client, catalogue):
+    left = catalogue_photo(catalogue, "F001-P001-1.jpg")
+    right = catalogue_photo(catalogue, "F003-P002-1.jpg").resize((200, 200))
+    photo = Image.new("RGB", (700, 400), (255, 255, 255))
+    photo.paste(left.crop((10, 10, left.width - 10, left.height - 10)), (20, 40))
+    photo.paste(right.crop((5, 5, 195, 195)), (480, 100))
+    body = search(client, photo, per_subject="true").json()
+    subjects = body["subjects"]
+    assert len(subjects) == 2
+    assert factory_ids(subjects[0]["answer"])[0] == "F001" and factory_ids(subjects[1]["answer"])[0] == "F003"
+    assert subjects[0]["box"][2] < 0.5 < subjects[1]["box"][0]  # the big one on the left, then the right one
+    assert factory_ids(body) == factory_ids(subjects[0]["answer"])  # the top level answers the first
+    refused = search(client, photo, photo, per_subject="true")
+    assert refused.status_code == 422 and "one image" in refused.json()["detail"]

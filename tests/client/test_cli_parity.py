@@ -94,3 +94,19 @@ def test_search_on_a_data_directory_takes_the_same_filters(capsys, tmp_path, cat
         assert {f["region"] for f in body["factories"]} == {value}
     else:
         assert {m["category"] for f in body["factories"] for m in f["matches"]} == {value}
+
+
+def test_a_photo_of_several_products_is_answered_for_each_on_the_command_line(capsys, server, catalogue, tmp_path):
+    from PIL import Image
+
+    url, admin = server
+    photo_path = tmp_path / "two.jpg"
+    canvas = Image.new("RGB", (700, 400), (255, 255, 255))
+    canvas.paste(Image.open(photo(catalogue, "F002-P001-1.jpg")).crop((10, 10, 310, 310)), (20, 40))
+    canvas.paste(Image.open(photo(catalogue, "F004-P001-1.jpg")).resize((200, 200)).crop((5, 5, 195, 195)), (480, 100))
+    canvas.save(photo_path, quality=90)
+    code, out, _ = cli(capsys, "--server", url, "--key", admin, "search", str(photo_path), "--per-subject")
+    assert code == 0 and "product 1 of 2 in the photo" in out and "product 2 of 2 in the photo" in out
+    first, second = out.split("product 2 of 2")
+    assert "[F002," in first.splitlines()[1] and "[F004," in second.splitlines()[1]
+    assert "likely categories:" in out

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import ImageId, MetricsDep, SearchDep, SettingsDep, TicketDep
 from app.api.mapping import search_read
-from app.api.schemas import SearchRead, SubjectsRead
+from app.api.schemas import SearchRead, SubjectSearchRead, SubjectsRead
 from app.api.security import ReadCaller
 from app.api.uploads import read_upload
 from app.core.errors import InvalidInputError
@@ -95,6 +95,9 @@ def search_route(
         bool,
         Form(description="When the photo alone finds no confident match, also search its trimmed subject and centre."),
     ] = True,
+    per_subject: Annotated[
+        bool, Form(description="One photo of several products: answer for each of them (see `subjects`).")
+    ] = False,
 ) -> SearchRead:
     # A sync route: FastAPI runs it in its thread pool, so decoding, the model and FAISS never block the loop.
     photos = [QueryPhoto(read_upload(upload, settings.max_upload_bytes)) for upload in image or []]
@@ -103,6 +106,12 @@ def search_route(
             raise InvalidInputError(f"{len(bbox)} bbox values for {len(photos)} photos; give one per photo")
         photos = [QueryPhoto(photo.data, box or None) for photo, box in zip(photos, bbox, strict=True)]
     options = params.options(settings.default_top_k, auto_crop)
+    if per_subject:
+        if len(photos) != 1 or bbox:
+            raise InvalidInputError("per_subject answers for the products of one photo: send one image, no bbox")
+        answers = search.per_subject(photos[0].data, text or None, options, ticket)
+        subjects = [SubjectSearchRead(box=box, answer=search_read(result, options.offset)) for box, result in answers]
+        return subjects[0].answer.model_copy(update={"subjects": subjects})
     result = search.run(photos, text or None, options, ticket)
     for stage, ms in result.timings_ms.items():
         if stage != "passes":

@@ -189,19 +189,20 @@ function show(body, state) {
   const actions = { similar: (id) => navigate({ like: String(id), page: 1 }), factory: (id) => navigate({ factory: id }), showWeak: () => navigate({ weak: true }) };
   const first = body.offset + 1;
   const last = body.offset + body.factories.length;
+  const likely = body.categories && body.categories.length ? ` Probably ${body.categories.map((c) => `${c.category} (${Math.round(c.confidence * 100)}%)`).join(", ")}.` : "";
   if (!body.factories.length) {
     $("cards").replaceChildren();
     $("pager").hidden = true;
     if (!body.confident_match && !state.weak && body.total === 0 && !state.like) {
       $("banner").replaceChildren(noMatch(body, actions));
       $("banner").hidden = false;
-      return setStatus("No confident match.");
+      return setStatus(`No confident match.${likely}`);
     }
     return setStatus(body.message || "No factories found.");
   }
   const confident = body.factories.filter((f) => f.confident).length;
   const what = state.like ? "Factories with products like that image" : "Factories";
-  setStatus(`${what} ${first}–${last} of ${body.total}${confident ? `, ${confident} with a confident match` : ""} (${Math.round(body.took_ms)} ms)`);
+  setStatus(`${what} ${first}–${last} of ${body.total}${confident ? `, ${confident} with a confident match` : ""} (${Math.round(body.took_ms)} ms).${likely}`);
   $("cards").replaceChildren(...body.factories.map((factory, i) => factoryCard(factory, first + i, state.weak, actions)));
   pager(body, state);
 }
