@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# We enforce our own pixel limit before decoding; Pillow's check is a second line of defence.
+# Our own pixel limit is checked on the header, before decoding (and on the frame that will be decoded); Pillow's
+# check is switched off, as it would warn about legitimate large photos and refuse at its own fixed size.
 Image.MAX_IMAGE_PIXELS = None
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
@@ -105,7 +106,7 @@ def _open_header(data: bytes) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to RGB: transparency flattened onto white, 16-bit scaled, CMYK converted."""
     mode = image.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in image.info:
         return image
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -119,8 +120,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, WHITE)
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if mode == "L" and "transparency" in image.info:
-        return to_rgb(image.convert("LA"))
+    if mode in ("1", "L", "RGB") and "transparency" in image.info:  # one colour marked transparent (tRNS)
+        return to_rgb(image.convert("LA" if mode != "RGB" else "RGBA"))
     if mode == "RGB" or mode.startswith("RGB"):
         return image.convert("RGB")
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV

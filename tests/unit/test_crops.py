@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from app.core.errors import InvalidInputError
 from app.demo.sample_catalogue import Design, factory_palette, render_product
@@ -98,3 +98,101 @@ def test_one_product_gives_one_box_and_a_busy_photo_the_whole_frame():
     assert box[0] < x0 and box[1] < y0 and box[2] > x1 and box[3] > y1  # the subject, with room around it
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
     assert subject_boxes(noise) == [(0, 0, 300, 200)]
+
+
+def test_bbox_boundaries():
+    size = (400, 300)
+    assert parse_bbox("0,0,1,1", size) == (0, 0, 400, 300)  # 0 and 1 are fractions: the whole photo
+    assert parse_bbox("0, 0, 0.5, 1", size) == (0, 0, 200, 300)
+    assert parse_bbox("0,0,16,16", size) == (0, 0, 16, 16)  # 16 pixels a side is just enough
+    assert parse_bbox("384,284,400,300", size) == (384, 284, 400, 300)  # up to the far edges
+    for text, message in [
+        ("0,0,15,16", "smaller than 16 pixels"),
+        ("0,0,16,15", "smaller than 16 pixels"),
+        ("0,0,0.03,0.5", "smaller than 16 pixels"),  # 12 pixels wide once scaled
+        ("0,0,1,2", "smaller than 16 pixels"),  # a 2 makes them pixels, not fractions
+        ("0,0,400,301", "not a box inside the 400x300 photo"),
+        ("-1,0,20,20", "not a box inside the 400x300 photo"),
+        ("20,0,20,20", "not a box inside the 400x300 photo"),
+        ("0,0,nan,20", "must be four numbers"),
+        ("0,0,inf,20", "must be four numbers"),
+        ("0,0,20,20,20", "must be four numbers"),
+    ]:
+        with pytest.raises(InvalidInputError, match=message):
+            parse_bbox(text, size)
+
+
+def bar(height: int) -> Image.Image:
+    """A 60 pixels wide black bar of the given height at (20, 40) on a white 100x100 photo."""
+    photo = Image.new("RGB", (100, 100), "white")
+    ImageDraw.Draw(photo).rectangle((20, 40, 79, 40 + height - 1), fill="black")
+    return photo
+
+
+def test_a_subject_needs_16_pixels_on_each_side():
+    assert subject_box(bar(16)) == (20, 40, 80, 56)
+    assert subject_box(bar(16).transpose(Image.Transpose.TRANSPOSE)) == (40, 20, 56, 80)
+    assert subject_box(bar(15)) is None
+    assert subject_box(bar(15).transpose(Image.Transpose.TRANSPOSE)) is None
+
+
+def test_one_subject_keeps_a_margin_of_15_percent_of_each_side_inside_the_photo():
+    assert subject_boxes(bar(16)) == [(11, 38, 89, 58)]  # 60x16: 9 and 2 pixels more on each side
+    assert subject_boxes(bar(15)) == [(0, 0, 100, 100)]  # too thin to be a subject: the whole photo
+    photo = Image.new("RGB", (200, 100), "white")
+    ImageDraw.Draw(photo).rectangle((40, 30, 139, 69), fill=(200, 30, 30))
+    assert subject_boxes(photo) == [(25, 24, 155, 76)]
+    near_the_edge = Image.new("RGB", (200, 100), "white")
+    ImageDraw.Draw(near_the_edge).rectangle((5, 10, 104, 89), fill=(30, 120, 30))
+    assert subject_box(near_the_edge) == (5, 10, 105, 90)
+    assert subject_boxes(near_the_edge) == [(0, 0, 120, 100)]  # the margin is clipped at the photo's edges
+
+
+def test_several_subjects_get_their_exact_boxes_and_a_small_tag_is_left_out():
+    photo = Image.new("RGB", (300, 200), (245, 245, 245))
+    draw = ImageDraw.Draw(photo)
+    draw.rectangle((20, 30, 119, 129), fill=(200, 40, 40))  # 100x100
+    draw.rectangle((180, 50, 259, 109), fill=(40, 40, 200))  # 80x60
+    expected = [(5, 15, 135, 145), (168, 41, 272, 119)]  # the dilation undone, then 15% of each side added
+    assert subject_boxes(photo) == expected
+    draw.rectangle((270, 170, 279, 179), fill="black")  # a 10x10 tag: 100 pixels, under 2% of the photo
+    assert subject_boxes(photo) == expected
+    assert subject_boxes(photo, limit=1) == expected[:1]
+
+
+@pytest.mark.parametrize("angle", [-2.5, -2, 2, 2.5])
+def test_a_tilt_under_3_degrees_either_way_is_left_alone(angle):
+    assert deskewed(tilted(PRODUCTS[2].resize((240, 200)), angle)) is None
+
+
+def assert_cropped_to_itself(image: Image.Image, size: tuple[int, int], fill=(255, 255, 255)) -> None:
+    """Within 2 pixels of the photo's size, and every edge row and column holds some of the photo."""
+    assert abs(image.width - size[0]) <= 2 and abs(image.height - size[1]) <= 2, image.size
+    photo = np.abs(np.asarray(image, np.int16) - fill).max(axis=2) > 6
+    assert photo[0].any() and photo[-1].any() and photo[:, 0].any() and photo[:, -1].any()
+
+
+@pytest.mark.parametrize("angle", [-44, -20, -8, -3.5, 3.5, 6, 15, 45])
+def test_a_straightened_photo_is_cropped_to_itself(angle):
+    assert_cropped_to_itself(deskewed(tilted(PRODUCTS[2].resize((240, 200)), angle)), (240, 200))
+
+
+@pytest.mark.parametrize("angle", [-30, 30])
+def test_a_long_strip_is_turned_straight_whole(angle):
+    strip = PRODUCTS[2].resize((300, 60))
+    slanted = tilted(strip, angle)
+    assert slanted.width < strip.width  # turned straight within this frame, its ends would be cut off
+    straight = deskewed(slanted)
+    assert_cropped_to_itself(straight, strip.size)
+    a, b = (np.asarray(im.resize(strip.size).convert("L"), np.float32).ravel() for im in (straight, strip))
+    assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_the_corners_must_all_be_within_the_fill_tolerance_of_the_top_left_one():
+    photo = tilted(PRODUCTS[2].resize((240, 200)), 4)  # on white
+    bottom_left = (0, photo.height - 1)
+    photo.putpixel((photo.width - 1, 0), (249, 249, 249))  # 6 grey levels off: JPEG noise in the same fill
+    photo.putpixel(bottom_left, (249, 249, 249))
+    assert_cropped_to_itself(deskewed(photo), (240, 200))
+    photo.putpixel(bottom_left, (248, 248, 248))  # 7 off the top left, though only 1 off the top right
+    assert deskewed(photo) is None
