@@ -54,6 +54,11 @@ class Services:
     calibration: CalibrationService
 
     @property
+    def fetcher(self) -> Fetcher:
+        """Fetches image URLs behind the public-address check: the ingest pipeline's, shared with search."""
+        return self.ingest.fetcher
+
+    @property
     def index(self) -> VectorIndex:
         return self.keeper.index
 

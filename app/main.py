@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             keys=built.keys,
             metrics=built.metrics,
             calibration=built.calibration,
+            fetcher=built.fetcher,
         )
         await run_in_threadpool(built.runner.stop)  # after its batch; the job resumes at the next start
         # Saved here, not only by whoever closes the services: after a SIGTERM, uvicorn re-raises the signal as

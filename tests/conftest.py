@@ -5,6 +5,8 @@ tests/unit: no HTTP, no subprocess. tests/api: the app through TestClient, lifes
 tests/process: subprocesses (CLI, kill -9, memory, scripts, linters), marked `process`.
 """
 
+import functools
+import http.server
 import os
 import threading
 import time
@@ -147,3 +149,17 @@ def rolled_back_sessions(db_connection: Connection) -> sessionmaker[Session]:
     """Sessions for services under test: each commit is a savepoint of the test's transaction, so services
     commit freely and the test leaves nothing behind (Netflix Dispatch's pattern)."""
     return sessionmaker(bind=db_connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+
+
+@pytest.fixture(scope="module")
+def images_site(catalogue) -> Iterator[str]:
+    """http://127.0.0.1:PORT/ serving the catalogue's images/ folder."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(catalogue.parent / "images"))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{site.server_address[1]}"
+    site.shutdown()
+    site.server_close()
+    thread.join(5)

@@ -1,8 +1,10 @@
 """Helpers for tests: image bytes, services for a whole test module."""
 
 import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -72,3 +74,14 @@ def live_server(services: Services) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def catalogue_image(catalogue: Path, name: str) -> Path:
+    return catalogue.parent / "images" / name
+
+
+def screenshot(driver, name: str) -> None:
+    """Saved into $SOURCELENS_SCREENSHOTS when it is set (the README's pictures: docs/images)."""
+    if folder := os.environ.get("SOURCELENS_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / f"{name}.png"))

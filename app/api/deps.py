@@ -9,6 +9,7 @@ from app.calibration.service import CalibrationService
 from app.catalog.service import CatalogService
 from app.core.config import Settings
 from app.core.metrics import Metrics
+from app.ingest.fetch import Fetcher
 from app.ingest.intake import UploadIntake
 from app.ingest.jobs import JobStore
 from app.search.pipeline import SearchService
@@ -27,6 +28,7 @@ class AppState(TypedDict):
     keys: KeyStore
     metrics: Metrics
     calibration: CalibrationService
+    fetcher: Fetcher
 
 
 def get_settings(request: Request) -> Settings:
@@ -65,6 +67,10 @@ def get_calibration(request: Request) -> CalibrationService:
     return request.state.calibration
 
 
+def get_fetcher(request: Request) -> Fetcher:
+    return request.state.fetcher
+
+
 def get_ticket(request: Request) -> Ticket | None:
     """The search's place with the scheduler, taken by the middleware when the request arrived."""
     return getattr(request.state, "ticket", None)
@@ -80,6 +86,7 @@ TicketDep = Annotated[Ticket | None, Depends(get_ticket)]
 KeysDep = Annotated[KeyStore, Depends(get_keys)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 CalibrationDep = Annotated[CalibrationService, Depends(get_calibration)]
+FetcherDep = Annotated[Fetcher, Depends(get_fetcher)]
 
 # Paging parameters shared by the list endpoints; bounded, so a huge number is a 422, not a database overflow.
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="How many rows to skip.")]

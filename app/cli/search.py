@@ -15,6 +15,7 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     search.add_argument("photos", type=Path, nargs="*", help="the product's photo; several are views of it")
     search.add_argument("--text", help="words describing the product (CLIP models)")
+    search.add_argument("--url", action="append", help="a photo by its URL, fetched by the service (--server)")
     search.add_argument(
         "--bbox", action="append", help="per photo, in order: its product's box x0,y0,x1,y1 (pixels or 0..1); '' none"
     )
@@ -39,8 +40,10 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if args.like is not None and (args.photos or args.text):
         raise InvalidInputError("--like searches by a catalogue image: give no photo and no --text with it")
-    if not args.photos and not args.text and args.like is None:
-        raise InvalidInputError("give a photo, --text or --like")
+    if not args.photos and not args.text and args.like is None and not args.url:
+        raise InvalidInputError("give a photo, --url, --text or --like")
+    if args.url and not args.server:
+        raise InvalidInputError("--url is fetched by a running service: give --server URL")
     if args.bbox and len(args.bbox) != len(args.photos):
         raise InvalidInputError(f"{len(args.bbox)} --bbox for {len(args.photos)} photos: give one per photo")
     body = _remote(args) if args.server else _local(args, settings)
@@ -111,6 +114,7 @@ def _remote(args: argparse.Namespace) -> SearchRead:
             verify=not args.no_verify,
             auto_crop=not args.no_auto_crop,
             per_subject=args.per_subject,
+            urls=args.url,
         )
 
 

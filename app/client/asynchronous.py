@@ -87,9 +87,11 @@ class AsyncSourceLens:
         verify: bool = True,
         auto_crop: bool = True,
         per_subject: bool = False,
+        urls: list[str] | None = None,
     ) -> SearchRead:
         """Ranked factories for a product: one photo, several views of it, words, or both. `boxes`: per
-        photo, its product's box 'x0,y0,x1,y1' (pixels or 0..1), or None."""
+        photo, its product's box 'x0,y0,x1,y1' (pixels or 0..1), or None. `urls`: photos the server fetches
+        (public addresses), after the given ones."""
         return await self._send(
             calls.search(
                 list(photos),
@@ -103,6 +105,7 @@ class AsyncSourceLens:
                 verify=verify,
                 auto_crop=auto_crop,
                 per_subject=per_subject,
+                urls=urls,
             )
         )
 

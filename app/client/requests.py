@@ -78,8 +78,9 @@ def search_request(
     verify: bool = True,
     auto_crop: bool = True,
     per_subject: bool = False,
+    urls: list[str] | None = None,
 ) -> Request:
-    if boxes is not None and len(boxes) != len(photos):
+    if boxes is not None and len(boxes) != len(photos) + len(urls or []):
         raise ValueError(f"{len(boxes)} boxes for {len(photos)} photos: give one per photo (None for none)")
     data: dict[str, Any] = {
         **(filters or Filters()).fields(),
@@ -97,6 +98,8 @@ def search_request(
         data["text"] = text
     if boxes:
         data["bbox"] = [box or "" for box in boxes]
+    if urls:
+        data["image_url"] = list(urls)
     files = [("image", photo_file(photo, n)) for n, photo in enumerate(photos)]
     return Request("POST", f"{API}/search", data=data, files=files or None)
 

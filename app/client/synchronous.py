@@ -83,9 +83,11 @@ class SourceLens:
         verify: bool = True,
         auto_crop: bool = True,
         per_subject: bool = False,
+        urls: list[str] | None = None,
     ) -> SearchRead:
         """Ranked factories for a product: one photo, several views of it, words, or both. `boxes`: per
-        photo, its product's box 'x0,y0,x1,y1' (pixels or 0..1), or None."""
+        photo, its product's box 'x0,y0,x1,y1' (pixels or 0..1), or None. `urls`: photos the server fetches
+        (public addresses), after the given ones."""
         return self._send(
             calls.search(
                 list(photos),
@@ -99,6 +101,7 @@ class SourceLens:
                 verify=verify,
                 auto_crop=auto_crop,
                 per_subject=per_subject,
+                urls=urls,
             )
         )
 

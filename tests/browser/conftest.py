@@ -3,11 +3,9 @@ chromium-driver; selenium from PyPI). Skipped, with the reason, where no browser
 
 SOURCELENS_SCREENSHOTS=DIR saves the screenshots the README shows."""
 
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from helpers import live_server, module_services
@@ -16,7 +14,6 @@ from app.bootstrap import Services
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
-SHOTS = os.environ.get("SOURCELENS_SCREENSHOTS")
 
 
 @dataclass
@@ -26,9 +23,14 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, effnet_embedder, catalogue) -> Iterator[Live]:
+def server(tmp_path_factory, effnet_embedder, catalogue, images_site) -> Iterator[Live]:
     services = module_services(
-        tmp_path_factory, effnet_embedder, anonymous_search=True, allowed_hosts=["127.0.0.1"], embed_batch_size=16
+        tmp_path_factory,
+        effnet_embedder,
+        anonymous_search=True,
+        allowed_hosts=["127.0.0.1"],
+        embed_batch_size=16,
+        url_allow_hosts=[images_site.removeprefix("http://")],
     )
     assert services.ingest.ingest_manifest(catalogue).added == 28
     with live_server(services) as url:
@@ -65,9 +67,3 @@ def page(browser, server):
     yield browser
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
-
-
-def screenshot(driver, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))

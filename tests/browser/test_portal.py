@@ -5,7 +5,7 @@ deleted."""
 import zipfile
 
 import pytest
-from conftest import screenshot
+from helpers import screenshot
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait

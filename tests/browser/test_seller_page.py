@@ -6,8 +6,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import screenshot
-from helpers import jpeg_bytes
+from helpers import jpeg_bytes, screenshot
 from PIL import Image
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -250,3 +249,15 @@ def test_every_control_is_reachable_by_keyboard(page):
         body.send_keys(Keys.TAB)
         reached.add(page.execute_script("return document.activeElement.id || document.activeElement.className"))
     assert {"drop", "text", "region", "category", "min_price", "max_price", "max_moq", "weak", "go"} <= reached
+
+
+def test_a_photo_by_its_web_address(page, images_site):
+    before = status(page)
+    page.find_element(By.ID, "image-url").send_keys(f"{images_site}/F003-P004-1.jpg")
+    page.find_element(By.CSS_SELECTOR, "#by-url button").click()
+    assert results_for(page, before)[0] == "F003"
+    assert images_site in page.find_element(By.ID, "remote").text
+    page.find_element(By.ID, "clear").click()
+    page.find_element(By.ID, "image-url").send_keys("not a web address")
+    page.find_element(By.CSS_SELECTOR, "#by-url button").click()
+    assert "not a web address" in wait(page, seen.visibility_of_element_located((By.ID, "alert"))).text

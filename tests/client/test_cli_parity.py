@@ -5,7 +5,7 @@ import json
 import zipfile
 
 import pytest
-from conftest import photo
+from helpers import catalogue_image as photo
 
 from app.cli import main
 
@@ -56,7 +56,7 @@ def test_the_servers_refusal_is_one_line(capsys, server, catalogue):
     code, _, err = cli(capsys, "--server", url, "--key", "sl_wrong", "search", str(photo(catalogue, "F001-P001-1.jpg")))
     assert code == 2 and err.splitlines()[-1].startswith("error: 401")
     code, _, err = cli(capsys, "search")
-    assert code == 2 and "give a photo, --text or --like" in err
+    assert code == 2 and "give a photo, --url, --text or --like" in err
 
 
 def test_jobs_submit_watch_status_list_and_cancel(capsys, server, catalogue, tmp_path):

@@ -6,7 +6,7 @@ import io
 import zipfile
 
 import pytest
-from conftest import photo
+from helpers import catalogue_image as photo
 from helpers import jpeg_bytes
 from PIL import Image
 
@@ -115,3 +115,18 @@ def test_the_async_client_does_the_same(server, catalogue):
 
     result, products = asyncio.run(run())
     assert result.factories[0].factory_id == "F003" and products >= 16
+
+
+def test_a_photo_by_url_is_fetched_by_the_service_and_unsafe_urls_are_refused(lens, images_site, catalogue):
+    by_url = lens.search(urls=[f"{images_site}/F004-P004-1.jpg"])
+    assert by_url.confident_match and by_url.factories[0].factory_id == "F004"
+    both = lens.search(photo(catalogue, "F004-P004-2.jpg"), urls=[f"{images_site}/F004-P004-1.jpg"])
+    assert both.factories[0].factory_id == "F004"
+    for url, reason in [
+        (f"{images_site}/missing.jpg", "404"),
+        ("http://127.0.0.1:9/x.jpg", "public"),  # a local address not on the allow-list
+        ("ftp://example.com/x.jpg", "http(s) URL"),
+    ]:
+        with pytest.raises(SourceLensError) as refused:
+            lens.search(urls=[url])
+        assert refused.value.status == 422 and reason in refused.value.message, refused.value.message

@@ -6,17 +6,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from app.api.deps import ImageId, MetricsDep, SearchDep, SettingsDep, TicketDep
+from app.api.deps import FetcherDep, ImageId, MetricsDep, SearchDep, SettingsDep, TicketDep
 from app.api.mapping import search_read
 from app.api.schemas import SearchRead, SubjectSearchRead, SubjectsRead
 from app.api.security import ReadCaller
 from app.api.uploads import read_upload
 from app.core.errors import InvalidInputError
 from app.core.jsonvalues import check_json
+from app.ingest.fetch import Fetcher, FetchError
 from app.search.options import QueryPhoto, SearchFilters, SearchOptions
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 MAX_FILTER_BYTES = 4096
+MAX_PHOTOS = 8  # views of one product (the search's own limit; URLs are refused before any is fetched)
+MAX_URL_CHARS = 2048
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Text search with a model that has no text encoder"},
@@ -59,6 +62,23 @@ class SearchParams(BaseModel):
         return SearchOptions(top_k, self.offset, self.min_score, filters, self.verify, self.include_weak, auto_crop)
 
 
+def _urls(urls: list[str] | None, uploads: int) -> list[str]:
+    urls = [url.strip() for url in urls or [] if url.strip()]
+    if uploads + len(urls) > MAX_PHOTOS:
+        raise InvalidInputError(f"at most {MAX_PHOTOS} photos of one product per search")
+    for url in urls:
+        if len(url) > MAX_URL_CHARS or not url.lower().startswith(("http://", "https://")):
+            raise InvalidInputError(f"image_url must be an http(s) URL of at most {MAX_URL_CHARS} characters")
+    return urls
+
+
+def _fetched(fetcher: Fetcher, url: str) -> bytes:
+    try:
+        return fetcher.fetch(url)
+    except FetchError as exc:
+        raise InvalidInputError(f"image_url {url[:200]}: {exc}") from None
+
+
 def _attributes(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
@@ -78,6 +98,7 @@ def _attributes(text: str | None) -> dict[str, Any]:
 def search_route(
     search: SearchDep,
     settings: SettingsDep,
+    fetcher: FetcherDep,
     ticket: TicketDep,
     metrics: MetricsDep,
     _caller: ReadCaller,
@@ -85,6 +106,10 @@ def search_route(
     image: Annotated[
         list[UploadFile] | None,
         File(description="The product photo; several files are several views of one product."),
+    ] = None,
+    image_url: Annotated[
+        list[str] | None,
+        Form(description="A photo by its http(s) URL (public addresses only), after any uploaded ones; repeatable."),
     ] = None,
     text: Annotated[str | None, Form(description="Words describing the product (CLIP models only).")] = None,
     bbox: Annotated[
@@ -101,6 +126,7 @@ def search_route(
 ) -> SearchRead:
     # A sync route: FastAPI runs it in its thread pool, so decoding, the model and FAISS never block the loop.
     photos = [QueryPhoto(read_upload(upload, settings.max_upload_bytes)) for upload in image or []]
+    photos += [QueryPhoto(_fetched(fetcher, url)) for url in _urls(image_url, len(photos))]
     if bbox:
         if len(bbox) != len(photos):
             raise InvalidInputError(f"{len(bbox)} bbox values for {len(photos)} photos; give one per photo")

@@ -96,12 +96,37 @@ async function addPhoto(file, asView = false) {
   search();
 }
 
+function addUrl(address) {
+  let parsed;
+  try {
+    parsed = new URL(address);
+  } catch {
+    return showAlert("That is not a web address: give one starting with https://");
+  }
+  if (!["http:", "https:"].includes(parsed.protocol)) return showAlert("Give an http(s) web address of an image.");
+  hideAlert();
+  // The server fetches it (this page cannot read another site's image); it is searched as it is, no crop box.
+  views = [{ url: null, remote: parsed.href, box: null, subjects: [] }];
+  $("image-url").value = "";
+  active = 0;
+  writeState({ like: "", page: 1 });
+  savePhotos();
+  showPhoto();
+  search();
+}
+
 function showPhoto() {
   const has = views.length > 0;
   $("photo").hidden = !has;
   $("drop").hidden = has;
+  $("by-url").hidden = has;
   if (!has) return crop.set(null);
   const view = views[active];
+  $("remote").hidden = !view.remote;
+  $("stage").hidden = Boolean(view.remote);
+  $("remote").textContent = view.remote ? `Image at ${view.remote}` : "";
+  $("add-view-label").hidden = Boolean(view.remote);
+  if (view.remote) return crop.set(null);
   $("preview").src = view.url;
   crop.set(view.box || view.subjects[0] || [0, 0, 1, 1]);
   $("subjects").replaceChildren(...(view.subjects.length > 1 ? view.subjects.map((box, i) => el("button", {
@@ -112,6 +137,17 @@ function showPhoto() {
     el("button", { type: "button", class: "thumb", "aria-label": `View ${i + 1}`, onclick: () => { active = i; showPhoto(); } }, el("img", { src: v.url, alt: "" })),
     views.length > 1 ? el("button", { type: "button", class: "remove", "aria-label": `Remove view ${i + 1}`, onclick: () => removeView(i) }, "×") : null)));
   $("add-view-label").hidden = views.length >= MAX_VIEWS;
+}
+
+function searchForm(state, fields) {
+  // Uploaded views first, then those the server fetches: the server numbers bbox values in that order.
+  const local = views.filter((v) => !v.remote);
+  const remote = views.filter((v) => v.remote);
+  const entries = local.map((v, i) => ["image", blobOf(v.url), `view${i + 1}.jpg`]);
+  entries.push(...remote.map((v) => ["image_url", v.remote]));
+  entries.push(...[...local, ...remote].map((v) => ["bbox", v.box ? v.box.map((x) => x.toFixed(4)).join(",") : ""]));
+  for (const [name, value] of Object.entries({ ...fields, text: state.text })) if (value) entries.push([name, String(value)]);
+  return form(entries);
 }
 
 const same = (a, b) => a && b && a.every((v, i) => Math.abs(v - b[i]) < 1e-6);
@@ -168,9 +204,7 @@ async function search() {
     if (state.like) {
       body = await call(`/api/v1/images/${encodeURIComponent(state.like)}/similar?${query({ ...filters, ...paging })}`, { signal: controller.signal });
     } else {
-      const entries = views.flatMap((v, i) => [["image", blobOf(v.url), `view${i + 1}.jpg`], ["bbox", v.box ? v.box.map((x) => x.toFixed(4)).join(",") : ""]]);
-      for (const [name, value] of Object.entries({ ...filters, ...paging, text: state.text })) if (value) entries.push([name, String(value)]);
-      body = await call("/api/v1/search", { method: "POST", body: form(entries), signal: controller.signal });
+      body = await call("/api/v1/search", { method: "POST", body: searchForm(state, { ...filters, ...paging }), signal: controller.signal });
     }
     hideAlert();
     show(body, state);
@@ -229,7 +263,9 @@ function setStatus(text) { $("status").textContent = text; }
 function hideAlert() { $("alert").hidden = true; }
 
 function showAlert(text, retry = false) {
-  $("alert").replaceChildren(el("span", {}, text), retry ? el("button", { type: "button", id: "retry", onclick: search }, "Retry") : null);
+  const parts = [el("span", {}, text)];
+  if (retry) parts.push(el("button", { type: "button", id: "retry", onclick: search }, "Retry"));
+  $("alert").replaceChildren(...parts);
   $("alert").hidden = false;
 }
 
@@ -302,6 +338,7 @@ function route() {
   search();
 }
 
+$("by-url").addEventListener("submit", (e) => { e.preventDefault(); if ($("image-url").value.trim()) addUrl($("image-url").value.trim()); });
 $("file").addEventListener("change", (e) => e.target.files[0] && addPhoto(e.target.files[0]));
 $("camera").addEventListener("change", (e) => e.target.files[0] && addPhoto(e.target.files[0]));
 $("add-view").addEventListener("change", (e) => e.target.files[0] && addPhoto(e.target.files[0], true));
