@@ -267,7 +267,10 @@ class ModelScheduler:
             self._images += len(vectors)
             self._busy_s += seconds
             if self.on_batch is not None:
-                self.on_batch(len(vectors), seconds)
+                try:  # a metric's failure must not take the model's thread (and every waiting request) with it
+                    self.on_batch(len(vectors), seconds)
+                except Exception:
+                    log.exception("on_batch callback failed")
         start = 0
         for pixels, future, _ in batch:
             future.set_result(vectors[start : start + len(pixels)])

@@ -1,9 +1,11 @@
 """The model scheduler: admission, micro-batching of searches, bulk passes after them, turn-taking with
 searches' CPU work, thread settings, and failures that reach every waiting request."""
 
+import contextlib
 import sys
 import threading
 import time
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 
 from app.bootstrap import make_scheduler
 from app.core.config import Settings
-from embeddings.scheduler import GIL_SWITCH_INTERVAL_S, ModelScheduler, SchedulerPolicy
+from embeddings.scheduler import GIL_SWITCH_INTERVAL_S, ModelScheduler, SchedulerBusy, SchedulerPolicy
 
 
 def pixels_for(embedder, count: int, seed: int = 0) -> np.ndarray:
@@ -294,3 +296,245 @@ def test_a_closed_scheduler_refuses_new_work(tiny_embedder):
     scheduler.close()
     with pytest.raises(RuntimeError, match="closed"):
         scheduler.embed(pixels_for(tiny_embedder, 1))
+
+
+class EchoModel(GatedModel):
+    """A GatedModel whose vectors echo each image's mark (see `marked`), so every caller can tell its own."""
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        super().embed_pixels(pixels)
+        return pixels[:, 0, 0, :4].copy()
+
+
+def marked(*marks: int) -> np.ndarray:
+    """Tiny images, each filled with its mark."""
+    return np.stack([np.full((3, 8, 8), mark, np.float32) for mark in marks])
+
+
+def echoed(*marks: int) -> np.ndarray:
+    return np.repeat(np.array(marks, np.float32)[:, None], 4, axis=1)
+
+
+@pytest.mark.parametrize(("max_waiting", "max_batch", "retry_after_s"), [(5, 2, 3), (4, 16, 1)])
+def test_admission_refuses_searches_beyond_the_waiting_limit_with_a_retry_hint(max_waiting, max_batch, retry_after_s):
+    scheduler = ModelScheduler(SchedulerPolicy(cores=2, max_batch=max_batch, max_waiting=max_waiting))
+    tickets = [scheduler.admit() for _ in range(max_waiting)]
+    assert scheduler.stats.waiting == max_waiting
+    with pytest.raises(SchedulerBusy) as refused:
+        scheduler.admit()
+    # a pass clears up to max_batch of the waiting searches: one second for each pass, and one more
+    assert refused.value.retry_after_s == retry_after_s and isinstance(refused.value.retry_after_s, int)
+    assert str(refused.value) == f"{max_waiting} searches are waiting for the model; retry in {retry_after_s}s"
+    assert scheduler.stats.waiting == max_waiting  # a refused search is not counted
+    tickets[0].release()
+    tickets[0].release()  # releasing twice is harmless
+    assert scheduler.stats.waiting == max_waiting - 1
+    tickets[0] = scheduler.admit()  # room for one again
+    with pytest.raises(SchedulerBusy):
+        scheduler.admit()
+    for ticket in tickets:
+        ticket.release()
+    assert scheduler.stats.waiting == 0
+    scheduler.close()
+
+
+def test_a_search_whose_request_went_away_stops_holding_batches_back_but_the_others_still_do():
+    model = EchoModel()
+    model.release.set()
+    scheduler = started(model, max_batch=8, max_wait_s=60)  # waiting out the window would hang the test
+    gone, late = scheduler.admit(), scheduler.admit()
+    gone.release()  # its client hung up before its upload was read
+    results: dict[str, np.ndarray] = {}
+    early = threading.Thread(target=lambda: results.update(early=scheduler.embed(marked(1))), daemon=True)
+    early.start()
+    wait_until(lambda: len(scheduler._searches) == 1)
+    assert not model.running.wait(0.3)  # the pass still waits for the late search, not for the one gone
+    results["late"] = scheduler.embed(marked(2, 3), late)
+    early.join(10)
+    assert model.passes == [3]  # both in one pass
+    np.testing.assert_array_equal(results["early"], echoed(1))
+    np.testing.assert_array_equal(results["late"], echoed(2, 3))
+    assert scheduler.stats.waiting == 0
+    scheduler.close()
+
+
+def test_a_pass_takes_the_waiting_searches_in_order_while_they_fit_within_the_cap():
+    model = EchoModel()
+    scheduler = started(model, max_batch=4, max_wait_s=0.01)
+    results: dict[str, np.ndarray] = {}
+    threads: list[threading.Thread] = []
+
+    def search(name: str, marks: list[int]) -> None:
+        thread = threading.Thread(target=lambda: results.update({name: scheduler.embed(marked(*marks))}), daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    searches = {"a": [1, 2], "b": [3, 4], "c": [5, 6, 7], "d": [8]}
+    search("blocker", [0])
+    assert model.running.wait(10)  # its pass holds the model while the others queue up, in order
+    for queued, (name, marks) in enumerate(searches.items(), 1):
+        search(name, marks)
+        wait_until(lambda queued=queued: len(scheduler._searches) == queued)
+    model.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert model.passes == [1, 4, 4]  # a and b fill the cap exactly; c does not fit beside them, d fits beside c
+    for name, marks in {"blocker": [0], **searches}.items():
+        np.testing.assert_array_equal(results[name], echoed(*marks))
+    assert (scheduler.stats.batches, scheduler.stats.images) == (3, 9)
+    scheduler.close()
+
+
+def test_on_batch_hears_of_every_search_pass_and_not_of_bulk_passes():
+    model = EchoModel()
+    model.release.set()
+    heard: list[tuple] = []
+    policy = SchedulerPolicy(cores=2, torch_threads=2, max_batch=8, max_wait_s=0.01)
+    scheduler = ModelScheduler(policy, on_batch=lambda *args: heard.append(args))
+    scheduler.start(model)
+    np.testing.assert_array_equal(scheduler.embed(marked(1, 2, 3)), echoed(1, 2, 3))
+    np.testing.assert_array_equal(scheduler.embed_bulk(marked(4, 5)), echoed(4, 5))
+    np.testing.assert_array_equal(scheduler.embed(marked(6)), echoed(6))
+    scheduler.close()
+    assert [images for images, _ in heard] == [3, 1]  # (images, seconds) of each search pass
+    assert all(seconds > 0 for _, seconds in heard)
+    assert sum(seconds for _, seconds in heard) == pytest.approx(scheduler.stats.busy_s, abs=2e-3)
+
+
+def test_bulk_embedding_returns_each_callers_vectors_in_one_pass():
+    model = EchoModel()
+    scheduler = started(model, max_batch=2, max_wait_s=0.01)
+    results: dict[str, np.ndarray] = {}
+    first = threading.Thread(target=lambda: results.update(first=scheduler.embed_bulk(marked(1))), daemon=True)
+    first.start()
+    assert model.running.wait(10)
+    second = threading.Thread(target=lambda: results.update(second=scheduler.embed_bulk(marked(2, 3, 4))), daemon=True)
+    second.start()
+    wait_until(lambda: len(scheduler._bulk) == 1)
+    model.release.set()
+    first.join(10)
+    second.join(10)
+    assert model.passes == [1, 3]  # bulk work is not split by the search cap, nor merged with other bulk work
+    np.testing.assert_array_equal(results["first"], echoed(1))
+    np.testing.assert_array_equal(results["second"], echoed(2, 3, 4))
+    assert scheduler.stats == type(scheduler.stats)(0, 0, 0.0, 0)
+    scheduler.close()
+
+
+def test_text_is_embedded_in_the_callers_thread_once_there_is_a_model(tiny_embedder):
+    scheduler = ModelScheduler(SchedulerPolicy(cores=2, torch_threads=2))
+    with pytest.raises(RuntimeError, match="no model"):
+        scheduler.embed_text("a red chair")
+    scheduler.start(tiny_embedder)
+    vector = scheduler.embed_text("a red chair")
+    assert vector.shape == (tiny_embedder.dim,)
+    np.testing.assert_allclose(vector, tiny_embedder.embed_text(["a red chair"])[0], atol=1e-6)
+    assert scheduler.stats.batches == 0
+    scheduler.close()
+
+
+def test_start_runs_one_daemon_thread_named_model_scheduler_and_close_stops_it():
+    before = set(threading.enumerate())
+    scheduler = started(EchoModel())
+    new = [thread for thread in threading.enumerate() if thread not in before]
+    assert [(thread.name, thread.daemon) for thread in new] == [("model-scheduler", True)]  # never blocks exit
+    scheduler.close()
+    assert not new[0].is_alive()
+
+
+def test_close_finishes_what_is_queued_then_stops():
+    model = EchoModel()
+    scheduler = started(model, max_batch=8, max_wait_s=0.01)
+    results: dict[str, np.ndarray] = {}
+    running = threading.Thread(target=lambda: results.update(running=scheduler.embed(marked(1))), daemon=True)
+    running.start()
+    assert model.running.wait(10)
+    queued = [
+        threading.Thread(target=lambda: results.update(search=scheduler.embed(marked(2))), daemon=True),
+        threading.Thread(target=lambda: results.update(bulk=scheduler.embed_bulk(marked(3, 4))), daemon=True),
+    ]
+    for thread in queued:
+        thread.start()
+    wait_until(lambda: len(scheduler._searches) == 1 and len(scheduler._bulk) == 1)
+    closer = threading.Thread(target=scheduler.close, daemon=True)
+    closer.start()
+    wait_until(lambda: scheduler._closed)
+    with pytest.raises(RuntimeError, match="closed"):
+        scheduler.embed(marked(5))
+    model.release.set()
+    for thread in [closer, running, *queued]:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert not scheduler._thread.is_alive()
+    assert model.passes == [1, 1, 2]
+    for name, marks in {"running": [1], "search": [2], "bulk": [3, 4]}.items():
+        np.testing.assert_array_equal(results[name], echoed(*marks))
+
+
+def test_close_gives_up_waiting_for_a_stuck_pass_after_its_timeout():
+    model = EchoModel()
+    scheduler = started(model, max_batch=8, max_wait_s=0.01)
+    try:
+        threading.Thread(target=lambda: scheduler.embed(marked(1)), daemon=True).start()
+        assert model.running.wait(10)
+        closed = threading.Event()
+        threading.Thread(target=lambda: (scheduler.close(timeout=0.2), closed.set()), daemon=True).start()
+        assert closed.wait(5)  # while the pass is still stuck
+        assert scheduler._thread.is_alive()
+    finally:
+        model.release.set()
+    scheduler._thread.join(10)
+    assert not scheduler._thread.is_alive()
+
+
+def test_close_waits_ten_seconds_for_the_model_thread_by_default(monkeypatch):
+    scheduler = started(EchoModel())
+    joined: list[float | None] = []
+    join = scheduler._thread.join
+    monkeypatch.setattr(scheduler._thread, "join", lambda timeout=None: (joined.append(timeout), join(timeout))[1])
+    scheduler.close()
+    assert joined == [10.0]
+
+
+def test_a_failing_on_batch_callback_leaves_no_request_waiting(monkeypatch):
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the model thread may die of it: keep it quiet
+    futures: list[Future] = []
+
+    class Recorded(Future):  # so that the test can free whatever request it leaves waiting
+        def __init__(self) -> None:
+            super().__init__()
+            futures.append(self)
+
+    monkeypatch.setattr("embeddings.scheduler.Future", Recorded)
+    model = EchoModel()
+    model.release.set()
+
+    def on_batch(images: int, seconds: float) -> None:
+        raise ValueError("metrics broke")
+
+    scheduler = ModelScheduler(SchedulerPolicy(cores=2, torch_threads=2, max_wait_s=0.01), on_batch)
+    scheduler.start(model)
+    requests: list[threading.Thread] = []
+
+    def answered(call) -> bool:
+        done = threading.Event()
+
+        def request() -> None:
+            with contextlib.suppress(Exception):  # vectors or an error: either is an answer
+                call()
+            done.set()
+
+        requests.append(threading.Thread(target=request, daemon=True))
+        requests[-1].start()
+        return done.wait(2)
+
+    try:
+        assert answered(lambda: scheduler.embed(marked(1)))
+        assert answered(lambda: scheduler.embed_bulk(marked(2)))  # and the scheduler still serves
+    finally:
+        for future in futures:
+            if not future.done():
+                future.set_exception(RuntimeError("abandoned by the test"))
+        for thread in requests:
+            thread.join(10)
+        scheduler.close()
