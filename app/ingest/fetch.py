@@ -81,7 +81,7 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
                     headers={"User-Agent": "SourceLens/0.1", "Host": target.host_header},
                     extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
                 ) as response:
-                    if response.is_redirect:
+                    if response.is_redirect and response.headers.get("location"):  # httpx: any 3xx is one
                         url = urljoin(url, response.headers.get("location", ""))
                         continue
                     if response.status_code != 200:
@@ -96,6 +96,23 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
     finally:
         watchdog.cancel()
     raise FetchError(f"more than {policy.max_redirects} redirects")
+
+
+def post_json(url: str, payload: object, policy: FetchPolicy) -> int:
+    """POST JSON to a public http(s) URL (a webhook), behind the same address check and pinning as a fetch;
+    redirects are not followed. Returns the status code; FetchError when it cannot be delivered."""
+    target = Target.of(url, policy.allow_hosts)
+    try:
+        with httpx.Client(timeout=policy.timeout_s, follow_redirects=False) as client:
+            response = client.post(
+                target.pinned_url,
+                json=payload,
+                headers={"User-Agent": "SourceLens/0.1", "Host": target.host_header},
+                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+            )
+    except httpx.HTTPError as exc:
+        raise FetchError(f"could not deliver to {url}: {exc}") from exc
+    return response.status_code
 
 
 @dataclass(frozen=True)
@@ -162,8 +179,10 @@ def check_url(url: str, allow_hosts: Collection[str]) -> None:
 def is_public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and (embedded := embedded_ipv4(address)) is not None:
         return is_public(embedded)
-    # is_global excludes private, loopback, link-local (169.254.169.254 metadata), shared and reserved ranges.
-    return address.is_global and not address.is_multicast
+    # is_global excludes private, loopback, link-local (169.254.169.254 metadata) and shared ranges; in Python
+    # 3.11 it lets IETF-reserved and deprecated site-local IPv6 (fec0::/10) through, so those are refused here.
+    site_local = isinstance(address, ipaddress.IPv6Address) and address.is_site_local
+    return address.is_global and not address.is_multicast and not address.is_reserved and not site_local
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
