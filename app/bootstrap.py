@@ -9,6 +9,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.keys import KeyStore
+from app.alerts.runner import AlertRunner
+from app.alerts.service import SavedSearches
+from app.batch.runner import BatchRunner
+from app.batch.service import BatchQueries
 from app.calibration.service import CalibrationService
 from app.catalog.keeper import IndexKeeper
 from app.catalog.media import MediaStore
@@ -52,6 +56,10 @@ class Services:
     keys: KeyStore
     metrics: Metrics
     calibration: CalibrationService
+    queries: BatchQueries  # batch query jobs
+    query_runner: BatchRunner  # started by the server only
+    saved: SavedSearches  # saved searches
+    alert_runner: AlertRunner  # started by the server only
 
     @property
     def fetcher(self) -> Fetcher:
@@ -68,8 +76,10 @@ class Services:
         return self.scheduler.model
 
     def close(self) -> None:
-        """Stop the runner and the model's thread, save the index, release connections."""
+        """Stop the runners and the model's thread, save the index, release connections."""
         self.runner.stop()
+        self.query_runner.stop()
+        self.alert_runner.stop()
         self.scheduler.close()
         self.verify_pool.shutdown()
         self.keeper.close()
@@ -213,6 +223,28 @@ def build_services(
     )
     calibration = CalibrationService(search, sessions, media, model.name)
     _use_calibration(calibration, search, near_duplicate)
+    queries = BatchQueries(
+        sessions=sessions,
+        search=search,
+        fetcher=ingest.fetcher,
+        jobs_dir=settings.query_jobs_dir,
+        zip_limits=ZipLimits(settings.max_zip_total_bytes, settings.max_zip_files, settings.max_zip_ratio),
+        max_bytes=settings.max_job_upload_bytes,
+        max_items=settings.max_query_items,
+    )
+    query_runner = BatchRunner(queries)
+    queries.on_submitted = query_runner.wake
+    saved = SavedSearches(
+        sessions=sessions,
+        search=search,
+        photos_dir=settings.saved_photos_dir,
+        webhook_policy=FetchPolicy(
+            timeout_s=min(settings.url_timeout_s, 10.0),
+            allow_hosts=tuple(settings.url_allow_hosts),
+        ),
+        max_per_key=settings.max_saved_searches,
+        max_photo_bytes=settings.max_upload_bytes,
+    )
     return Services(
         settings,
         engine,
@@ -230,6 +262,10 @@ def build_services(
         KeyStore(sessions),
         _watched(metrics, keeper, scheduler),
         calibration,
+        queries,
+        query_runner,
+        saved,
+        AlertRunner(saved, settings.saved_search_interval_s),
     )
 
 

@@ -19,7 +19,19 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import AdmitSearches, BodySizeLimit
 from app.api.observability import RequestLog
 from app.api.protection import HostCheck, OriginCheck, RateLimit, SecurityHeaders
-from app.api.routes import calibration, facets, factories, health, images, ingest_jobs, keys, products, search
+from app.api.routes import (
+    calibration,
+    facets,
+    factories,
+    health,
+    images,
+    ingest_jobs,
+    keys,
+    products,
+    query_jobs,
+    saved_searches,
+    search,
+)
 from app.api.security import Public
 from app.bootstrap import Services, build_services, make_scheduler
 from app.core.config import Settings
@@ -49,6 +61,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if settings.index_preload:
             built.keeper.preload_in_background()
         built.runner.start(requeue_interrupted=built.engine.dialect.name == "sqlite")
+        built.query_runner.start()
+        built.alert_runner.start()
         yield AppState(
             settings=settings,
             search=built.search,
@@ -60,8 +74,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             metrics=built.metrics,
             calibration=built.calibration,
             fetcher=built.fetcher,
+            queries=built.queries,
+            saved=built.saved,
         )
         await run_in_threadpool(built.runner.stop)  # after its batch; the job resumes at the next start
+        await run_in_threadpool(built.query_runner.stop)  # after the photo in hand
+        await run_in_threadpool(built.alert_runner.stop)
         # Saved here, not only by whoever closes the services: after a SIGTERM, uvicorn re-raises the signal as
         # soon as the lifespan ends, and the process exits before any code after uvicorn.run.
         await run_in_threadpool(built.keeper.save)
@@ -95,7 +113,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(RequestLog, metrics=metrics)
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
-    for module in (search, calibration, facets, factories, products, images, ingest_jobs, keys, health):
+    for module in (
+        search,
+        query_jobs,
+        saved_searches,
+        calibration,
+        facets,
+        factories,
+        products,
+        images,
+        ingest_jobs,
+        keys,
+        health,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.mount("/static-docs", StaticFiles(directory=DOCS_ASSETS), name="static-docs")
@@ -110,6 +140,7 @@ def body_limits(settings: Settings) -> dict[str, int]:
     """Largest request body per path prefix ("" for every other path)."""
     return {
         "/api/v1/ingest-jobs": settings.max_job_upload_bytes + MULTIPART_SLACK,
+        "/api/v1/query-jobs": settings.max_job_upload_bytes + MULTIPART_SLACK,
         "": settings.max_upload_bytes + MULTIPART_SLACK,
     }
 

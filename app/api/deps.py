@@ -5,6 +5,8 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Path, Query, Request
 
 from app.access.keys import KeyStore
+from app.alerts.service import SavedSearches
+from app.batch.service import BatchQueries
 from app.calibration.service import CalibrationService
 from app.catalog.service import CatalogService
 from app.core.config import Settings
@@ -29,6 +31,8 @@ class AppState(TypedDict):
     metrics: Metrics
     calibration: CalibrationService
     fetcher: Fetcher
+    queries: BatchQueries
+    saved: SavedSearches
 
 
 def get_settings(request: Request) -> Settings:
@@ -71,6 +75,14 @@ def get_fetcher(request: Request) -> Fetcher:
     return request.state.fetcher
 
 
+def get_queries(request: Request) -> BatchQueries:
+    return request.state.queries
+
+
+def get_saved(request: Request) -> SavedSearches:
+    return request.state.saved
+
+
 def get_ticket(request: Request) -> Ticket | None:
     """The search's place with the scheduler, taken by the middleware when the request arrived."""
     return getattr(request.state, "ticket", None)
@@ -87,6 +99,8 @@ KeysDep = Annotated[KeyStore, Depends(get_keys)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 CalibrationDep = Annotated[CalibrationService, Depends(get_calibration)]
 FetcherDep = Annotated[Fetcher, Depends(get_fetcher)]
+QueriesDep = Annotated[BatchQueries, Depends(get_queries)]
+SavedDep = Annotated[SavedSearches, Depends(get_saved)]
 
 # Paging parameters shared by the list endpoints; bounded, so a huge number is a 422, not a database overflow.
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="How many rows to skip.")]

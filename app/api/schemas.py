@@ -255,3 +255,46 @@ class SubjectsRead(BaseModel):
         description="The products seen in the photo, largest first: x0, y0, x1, y1 as fractions of its size "
         "(search's bbox takes them as they are). One box when the photo shows one product."
     )
+
+
+class QueryJobRead(BaseModel):
+    id: str
+    state: str = Field(description="queued, running, done, failed or cancelled")
+    source: str
+    total: int = Field(description="Photos in the job.")
+    done: int = Field(description="Photos searched so far (answered or failed).")
+    failed: int
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    options: dict[str, Any] = Field(description="top_k, include_weak and filters each photo is searched with.")
+
+
+class QueryAnswerRead(BaseModel):
+    number: int = Field(description="The photo's place in the upload, from 1.")
+    name: str = Field(description="Its name in the ZIP, or its URL.")
+    answer: dict[str, Any] | None = Field(
+        description="confident_match, factories (factory_id, name, region, match_level, confident, score, "
+        "similarity, product_id, title, image_id) and categories; null until searched or when it failed."
+    )
+    error: str | None
+
+
+class SavedSearchRead(BaseModel):
+    id: int
+    name: str
+    webhook_url: str | None
+    checked_to: int = Field(description="Catalogue images up to this id have been checked for it.")
+    created_at: datetime
+    matches: int = Field(description="Confident matches found since it was saved.")
+
+
+class SavedMatchRead(BaseModel):
+    id: int
+    image_id: int
+    product_id: str
+    factory_id: str
+    match_level: str
+    similarity: float
+    found_at: datetime
+    delivered: bool = Field(description="Delivered to the webhook (true when there is none).")

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli import jobs, local, search
+from app.cli import jobs, local, queries, saved, search
 from app.core import logs
 from app.core.config import Settings
 
@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 
     search.add_parser(commands)
     jobs.add_parser(commands)
+    queries.add_parser(commands)
+    saved.add_parser(commands)
 
     for name, handler, text in (
         ("serve", local.cmd_serve, "serve the web page and the HTTP API"),

@@ -34,16 +34,16 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         action.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
-def _client(args: argparse.Namespace) -> "SourceLens":
+def client_for(args: argparse.Namespace) -> "SourceLens":
     from app.client import SourceLens
 
     if not args.server:
-        raise InvalidInputError("jobs run on a service: give --server URL (and --key K), or use `sourcelens ingest`")
+        raise InvalidInputError("this runs on a service: give --server URL (and --key K)")
     return SourceLens(args.server, key=args.key)
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args) as lens:
+    with client_for(args) as lens:
         job = lens.submit_job(args.catalogue)
         if not args.wait:
             _show(job, args.json)
@@ -52,24 +52,24 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args) as lens:
+    with client_for(args) as lens:
         _show(lens.job(args.job_id), args.json)
     return 0
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args) as lens:
+    with client_for(args) as lens:
         return _watch(lens, lens.job(args.job_id), args)
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args) as lens:
+    with client_for(args) as lens:
         _show(lens.cancel_job(args.job_id), args.json)
     return 0
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args) as lens:
+    with client_for(args) as lens:
         jobs = lens.jobs()
     if args.json:
         print("[" + ",\n".join(job.model_dump_json() for job in jobs) + "]")

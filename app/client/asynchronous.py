@@ -1,10 +1,11 @@
 """The client for asyncio code: one httpx.AsyncClient, the same methods as SourceLens, to await."""
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -19,11 +20,17 @@ from app.api.schemas import (
     KeyCreatedRead,
     KeyRead,
     ProductRead,
+    QueryAnswerRead,
+    QueryJobRead,
+    SavedMatchRead,
+    SavedSearchRead,
     SearchRead,
     SubjectsRead,
 )
 from app.client import calls
 from app.client.requests import Filters, Photo, read
+
+J = TypeVar("J", IngestJobRead, QueryJobRead)  # a job report: ingest or batch query
 
 
 class AsyncSourceLens:
@@ -61,16 +68,35 @@ class AsyncSourceLens:
         poll_s: float = 1.0,
         timeout_s: float | None = None,
     ) -> IngestJobRead:
-        """Polls the job until it is done, failed or cancelled (calling `progress` with each report)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
+        """Polls an ingest job until it is done, failed or cancelled (calling `progress` with each report)."""
+        return await self._wait(self.job, job_id, progress, poll_s, timeout_s)
+
+    async def wait_for_query_job(
+        self,
+        job_id: str,
+        progress: Callable[[QueryJobRead], None] | None = None,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> QueryJobRead:
+        """Polls a batch query job until it is done, failed or cancelled (calling `progress` with each report)."""
+        return await self._wait(self.query_job, job_id, progress, poll_s, timeout_s)
+
+    async def _wait(
+        self,
+        read: Callable[[str], Awaitable[J]],
+        job_id: str,
+        progress: Callable[[J], None] | None,
+        poll_s: float,
+        timeout_s: float | None,
+    ) -> J:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            report = await self.job(job_id)
+            report = await read(job_id)
             if progress:
                 progress(report)
             if report.state in calls.FINISHED:
                 return report
-            if deadline is not None and loop.time() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {report.state} after {timeout_s} s")
             await asyncio.sleep(poll_s)
 
@@ -196,3 +222,40 @@ class AsyncSourceLens:
 
     async def revoke_key(self, key_id: int) -> KeyRead:
         return await self._send(calls.revoke_key(key_id))
+
+    async def submit_query_job(
+        self, photos: str | Path, top_k: int = 3, include_weak: bool = False, filters: Filters | None = None
+    ) -> QueryJobRead:
+        """Many photos (a ZIP, or a CSV/text list of image URLs) searched as a resumable job."""
+        return await self._send(calls.submit_query_job(photos, top_k, include_weak, filters))
+
+    async def query_job(self, job_id: str) -> QueryJobRead:
+        return await self._send(calls.query_job(job_id))
+
+    async def query_jobs(self, offset: int = 0, limit: int = 20) -> list[QueryJobRead]:
+        return await self._send(calls.query_jobs(offset, limit))
+
+    async def query_results(self, job_id: str) -> list[QueryAnswerRead]:
+        """Each photo's answer (or error) so far."""
+        return await self._send(calls.query_results(job_id))
+
+    async def query_results_csv(self, job_id: str) -> str:
+        """The same as CSV: a row per photo and factory."""
+        return await self._send(calls.query_results_csv(job_id))
+
+    async def cancel_query_job(self, job_id: str) -> QueryJobRead:
+        return await self._send(calls.cancel_query_job(job_id))
+
+    async def save_search(self, photo: Photo, name: str, webhook_url: str | None = None) -> SavedSearchRead:
+        """Watch for catalogue images added later that match this photo confidently."""
+        return await self._send(calls.save_search(photo, name, webhook_url))
+
+    async def saved_searches(self) -> list[SavedSearchRead]:
+        return await self._send(calls.saved_searches())
+
+    async def saved_matches(self, saved_id: int) -> list[SavedMatchRead]:
+        """The matches found since it was saved: poll this."""
+        return await self._send(calls.saved_matches(saved_id))
+
+    async def delete_saved_search(self, saved_id: int) -> None:
+        await self._send(calls.delete_saved_search(saved_id))

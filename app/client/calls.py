@@ -15,6 +15,10 @@ from app.api.schemas import (
     KeyCreatedRead,
     KeyRead,
     ProductRead,
+    QueryAnswerRead,
+    QueryJobRead,
+    SavedMatchRead,
+    SavedSearchRead,
     SearchRead,
     SubjectsRead,
 )
@@ -141,6 +145,56 @@ def keys() -> Call:
 
 def revoke_key(key_id: int) -> Call:
     return Call(Request("DELETE", f"{API}/keys/{key_id}"), KeyRead)
+
+
+def submit_query_job(
+    photos: str | Path, top_k: int = 3, include_weak: bool = False, filters: Filters | None = None
+) -> Call:
+    """A ZIP of photos, or a CSV/text list of image URLs, searched photo by photo as a job."""
+    path = Path(photos)
+    files = [("file", (path.name, path.read_bytes(), "application/octet-stream"))]
+    data = {**(filters or Filters()).fields(), "top_k": str(top_k), "include_weak": str(include_weak).lower()}
+    data.pop("factory_attributes", None)  # not a batch option
+    return Call(Request("POST", f"{API}/query-jobs", data=data, files=files), QueryJobRead)
+
+
+def query_job(job_id: str) -> Call:
+    return Call(Request("GET", f"{API}/query-jobs/{job_id}"), QueryJobRead)
+
+
+def query_jobs(offset: int = 0, limit: int = 20) -> Call:
+    return Call(Request("GET", f"{API}/query-jobs", params=_paged(offset, limit)), list[QueryJobRead])
+
+
+def query_results(job_id: str) -> Call:
+    return Call(Request("GET", f"{API}/query-jobs/{job_id}/results"), list[QueryAnswerRead])
+
+
+def query_results_csv(job_id: str) -> Call:
+    return Call(Request("GET", f"{API}/query-jobs/{job_id}/results", params={"format": "csv"}), str)
+
+
+def cancel_query_job(job_id: str) -> Call:
+    return Call(Request("DELETE", f"{API}/query-jobs/{job_id}"), QueryJobRead)
+
+
+def save_search(photo: Photo, name: str, webhook_url: str | None = None) -> Call:
+    data = {"name": name, **({"webhook_url": webhook_url} if webhook_url else {})}
+    return Call(
+        Request("POST", f"{API}/saved-searches", data=data, files=[("image", photo_file(photo))]), SavedSearchRead
+    )
+
+
+def saved_searches() -> Call:
+    return Call(Request("GET", f"{API}/saved-searches"), list[SavedSearchRead])
+
+
+def saved_matches(saved_id: int) -> Call:
+    return Call(Request("GET", f"{API}/saved-searches/{saved_id}/matches"), list[SavedMatchRead])
+
+
+def delete_saved_search(saved_id: int) -> Call:
+    return Call(Request("DELETE", f"{API}/saved-searches/{saved_id}"), None)
 
 
 FINISHED = ("done", "failed", "cancelled")

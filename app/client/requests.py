@@ -117,6 +117,8 @@ def read(response: httpx.Response, model: Any) -> Any:
         raise error_of(response)
     if model is None or response.status_code == 204:
         return None
+    if model is str:
+        return response.text
     if isinstance(model, type) and issubclass(model, BaseModel):
         return model.model_validate(response.json())
     return TypeAdapter(model).validate_python(response.json())

@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -19,11 +19,17 @@ from app.api.schemas import (
     KeyCreatedRead,
     KeyRead,
     ProductRead,
+    QueryAnswerRead,
+    QueryJobRead,
+    SavedMatchRead,
+    SavedSearchRead,
     SearchRead,
     SubjectsRead,
 )
 from app.client import calls
 from app.client.requests import Filters, Photo, read
+
+J = TypeVar("J", IngestJobRead, QueryJobRead)  # a job report: ingest or batch query
 
 
 class SourceLens:
@@ -58,10 +64,30 @@ class SourceLens:
         poll_s: float = 1.0,
         timeout_s: float | None = None,
     ) -> IngestJobRead:
-        """Polls the job until it is done, failed or cancelled (calling `progress` with each report)."""
+        """Polls an ingest job until it is done, failed or cancelled (calling `progress` with each report)."""
+        return self._wait(self.job, job_id, progress, poll_s, timeout_s)
+
+    def wait_for_query_job(
+        self,
+        job_id: str,
+        progress: Callable[[QueryJobRead], None] | None = None,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> QueryJobRead:
+        """Polls a batch query job until it is done, failed or cancelled (calling `progress` with each report)."""
+        return self._wait(self.query_job, job_id, progress, poll_s, timeout_s)
+
+    def _wait(
+        self,
+        read: Callable[[str], J],
+        job_id: str,
+        progress: Callable[[J], None] | None,
+        poll_s: float,
+        timeout_s: float | None,
+    ) -> J:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            report = self.job(job_id)
+            report = read(job_id)
             if progress:
                 progress(report)
             if report.state in calls.FINISHED:
@@ -190,3 +216,40 @@ class SourceLens:
 
     def revoke_key(self, key_id: int) -> KeyRead:
         return self._send(calls.revoke_key(key_id))
+
+    def submit_query_job(
+        self, photos: str | Path, top_k: int = 3, include_weak: bool = False, filters: Filters | None = None
+    ) -> QueryJobRead:
+        """Many photos (a ZIP, or a CSV/text list of image URLs) searched as a resumable job."""
+        return self._send(calls.submit_query_job(photos, top_k, include_weak, filters))
+
+    def query_job(self, job_id: str) -> QueryJobRead:
+        return self._send(calls.query_job(job_id))
+
+    def query_jobs(self, offset: int = 0, limit: int = 20) -> list[QueryJobRead]:
+        return self._send(calls.query_jobs(offset, limit))
+
+    def query_results(self, job_id: str) -> list[QueryAnswerRead]:
+        """Each photo's answer (or error) so far."""
+        return self._send(calls.query_results(job_id))
+
+    def query_results_csv(self, job_id: str) -> str:
+        """The same as CSV: a row per photo and factory."""
+        return self._send(calls.query_results_csv(job_id))
+
+    def cancel_query_job(self, job_id: str) -> QueryJobRead:
+        return self._send(calls.cancel_query_job(job_id))
+
+    def save_search(self, photo: Photo, name: str, webhook_url: str | None = None) -> SavedSearchRead:
+        """Watch for catalogue images added later that match this photo confidently."""
+        return self._send(calls.save_search(photo, name, webhook_url))
+
+    def saved_searches(self) -> list[SavedSearchRead]:
+        return self._send(calls.saved_searches())
+
+    def saved_matches(self, saved_id: int) -> list[SavedMatchRead]:
+        """The matches found since it was saved: poll this."""
+        return self._send(calls.saved_matches(saved_id))
+
+    def delete_saved_search(self, saved_id: int) -> None:
+        self._send(calls.delete_saved_search(saved_id))

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     max_zip_total_bytes: int = Field(default=8 * 1024**3, ge=1, description="Sum of a ZIP's unpacked sizes.")
     max_zip_files: int = Field(default=100_000, ge=1)
     max_zip_ratio: float = Field(default=200.0, gt=1, description="Largest unpacked/packed size of a member.")
+    max_query_items: int = Field(default=1000, ge=1, le=100_000, description="Photos in one batch query job.")
+    max_saved_searches: int = Field(default=20, ge=0, le=10_000, description="Saved searches per API key.")
+    saved_search_interval_s: float = Field(
+        default=30.0, gt=0, description="How often saved searches are checked (only when the catalogue grew)."
+    )
     auto_migrate: bool = Field(
         default=True,
         description="Bring the database to the newest schema at start; false: refuse to start until "
@@ -185,11 +190,19 @@ class Settings(BaseSettings):
         return self.data_dir / "jobs"
 
     @property
+    def query_jobs_dir(self) -> Path:
+        return self.data_dir / "query-jobs"
+
+    @property
+    def saved_photos_dir(self) -> Path:
+        return self.data_dir / "saved"
+
+    @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
 
     def ensure_dirs(self) -> None:
-        for path in (self.data_dir, self.index_dir, self.media_dir, self.jobs_dir):
+        for path in (self.data_dir, self.index_dir, self.media_dir, self.jobs_dir, self.query_jobs_dir):
             path.mkdir(parents=True, exist_ok=True)
 
 

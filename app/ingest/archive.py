@@ -27,6 +27,12 @@ class ZipLimits:
 
 def extract_catalogue(archive: Path, destination: Path, limits: ZipLimits) -> Path:
     """Extract a ZIP holding manifest.csv (at the top or in one folder) and images; returns the manifest path."""
+    extract_members(archive, destination, limits)
+    return find_manifest(destination)
+
+
+def extract_members(archive: Path, destination: Path, limits: ZipLimits) -> list[PurePosixPath]:
+    """Every file of the ZIP under `destination`, after the checks; returns their names, in the archive's order."""
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [info for info in zf.infolist() if not info.is_dir()]
@@ -37,7 +43,7 @@ def extract_catalogue(archive: Path, destination: Path, limits: ZipLimits) -> Pa
         raise InvalidInputError(f"not a valid ZIP archive ({exc})") from exc
     except (NotImplementedError, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
         raise InvalidInputError(f"the archive cannot be read ({exc})") from exc
-    return find_manifest(destination)
+    return [safe_name(info.filename) for info in members]
 
 
 def check_members(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:

@@ -61,13 +61,13 @@ class UploadIntake:
         files.mkdir()
         if head == ZIP_MAGIC:
             archive = job_dir / "upload.zip"
-            _save(upload, archive, self.max_bytes)
+            save_upload(upload, archive, self.max_bytes)
             manifest = extract_catalogue(archive, files, self.zip_limits)
             archive.unlink()
             return manifest
         if filename.lower().endswith((".csv", ".txt")) or not filename:
             manifest = files / "manifest.csv"
-            _save(upload, manifest, self.max_bytes)
+            save_upload(upload, manifest, self.max_bytes)
             return manifest
         raise InvalidInputError(f"{filename!r} is neither a ZIP archive nor a CSV manifest")
 
@@ -79,7 +79,8 @@ class UploadIntake:
         return report
 
 
-def _save(upload: BinaryIO, target: Path, max_bytes: int) -> None:
+def save_upload(upload: BinaryIO, target: Path, max_bytes: int) -> None:
+    """Stream an upload to `target`, refusing it past `max_bytes` (413)."""
     written = 0
     with target.open("wb") as sink:
         while chunk := upload.read(CHUNK):

@@ -50,6 +50,20 @@ def calls(ids: dict[str, object]) -> dict[tuple[str, str], list[Call]]:
         ("POST", "/api/v1/search"): [Call("POST", "/api/v1/search", files=photo, data={"include_weak": "true"})],
         ("GET", "/api/v1/calibration"): [Call("GET", "/api/v1/calibration")],
         ("GET", "/api/v1/facets"): [Call("GET", "/api/v1/facets")],
+        ("GET", "/api/v1/query-jobs"): [Call("GET", "/api/v1/query-jobs")],
+        ("GET", "/api/v1/saved-searches"): [Call("GET", "/api/v1/saved-searches")],
+        ("POST", "/api/v1/saved-searches"): [Call("POST", "/api/v1/saved-searches", files=photo, data={"name": "mug"})],
+        ("GET", "/api/v1/saved-searches/{saved_id}"): [Call("GET", "/api/v1/saved-searches/999")],
+        ("GET", "/api/v1/saved-searches/{saved_id}/matches"): [Call("GET", "/api/v1/saved-searches/999/matches")],
+        ("DELETE", "/api/v1/saved-searches/{saved_id}"): [Call("DELETE", "/api/v1/saved-searches/999")],
+        ("POST", "/api/v1/query-jobs"): [
+            Call(
+                "POST", "/api/v1/query-jobs", files={"file": ("q.csv", b"url\nhttp://127.0.0.1:9/x.jpg\n", "text/csv")}
+            )
+        ],
+        ("GET", "/api/v1/query-jobs/{job_id}"): [Call("GET", "/api/v1/query-jobs/nosuchjob")],
+        ("GET", "/api/v1/query-jobs/{job_id}/results"): [Call("GET", "/api/v1/query-jobs/nosuchjob/results")],
+        ("DELETE", "/api/v1/query-jobs/{job_id}"): [Call("DELETE", "/api/v1/query-jobs/nosuchjob")],
         ("POST", "/api/v1/subjects"): [Call("POST", "/api/v1/subjects", files=photo)],
         ("GET", "/api/v1/images/{image_id}/similar"): [Call("GET", f"/api/v1/images/{ids['IA1']}/similar")],
         ("GET", "/api/v1/factories"): [Call("GET", "/api/v1/factories")],
@@ -111,8 +125,8 @@ def calls(ids: dict[str, object]) -> dict[tuple[str, str], list[Call]]:
 
 def intended(method: str, path: str) -> Policy:
     """Who each route is for: the page and health for anyone; search and catalogue reads for any key (and for
-    anonymous callers where that is switched on); catalogue writes and ingest jobs for admin and factory keys;
-    keys for admins."""
+    anonymous callers where that is switched on), batch queries and saved searches too (their services then
+    ask for a key); catalogue writes and ingest jobs for admin and factory keys; keys for admins."""
     if path in ("/", "/portal", "/healthz", "/readyz", "/docs", "/redoc"):
         return Policy.PUBLIC
     if path == "/metrics":
@@ -122,6 +136,8 @@ def intended(method: str, path: str) -> Policy:
     if path.startswith("/api/v1/ingest-jobs"):
         return Policy.WRITE
     if method == "GET" or path in ("/api/v1/search", "/api/v1/subjects"):
+        return Policy.READ
+    if path.startswith(("/api/v1/query-jobs", "/api/v1/saved-searches")):
         return Policy.READ
     return Policy.WRITE
 
@@ -217,7 +233,19 @@ def test_each_role_on_each_route(make_services, tiny_embedder, role, backend, mo
                 mine_only = role == "factory" and call.other
                 outcomes.append((call.method, call.path, response.status_code))
                 hidden = mine_only and template.startswith("/api/v1/ingest-jobs/")  # another's job: not shown
-                if not admitted or (mine_only and not hidden and method != "GET"):
+                # Batch query jobs: open to any key, but not to anonymous callers even where search is open;
+                # the example ids name no job, which every role is told is not there.
+                keyless_batch = (
+                    template in ("/api/v1/query-jobs", "/api/v1/saved-searches")
+                    and method == "POST"
+                    and caller.role is None
+                )
+                no_such_job = template.startswith(("/api/v1/query-jobs/", "/api/v1/saved-searches/"))
+                if admitted and keyless_batch:
+                    assert response.status_code == 401 and "API key" in response.json()["detail"]
+                elif admitted and no_such_job:
+                    assert response.status_code == 404, (role, call, response.text)
+                elif not admitted or (mine_only and not hidden and method != "GET"):
                     expected = {401} if caller.role is None and policy != Policy.PUBLIC else {403}
                     assert response.status_code in expected, (role, call, response.text)
                     assert response.json()["detail"]

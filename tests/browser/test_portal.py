@@ -60,6 +60,15 @@ def test_a_factory_uploads_watches_and_tidies_its_catalogue(browser, server, cat
     browser.find_element(By.CSS_SELECTOR, "#browse button").click()
     WebDriverWait(browser, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#products tbody tr")) >= 1)
     listed = [row.get_attribute("data-product") for row in browser.find_elements(By.CSS_SELECTOR, "#products tbody tr")]
+    # Edit: the price changes, in the table and in the catalogue.
+    browser.find_element(By.CSS_SELECTOR, f"#products tr[data-product='{listed[1]}'] .edit").click()
+    price = browser.find_element(By.CSS_SELECTOR, ".edit-form input[name=price]")
+    price.clear()
+    price.send_keys("7.25")
+    browser.find_element(By.CSS_SELECTOR, ".edit-form button[type=submit]").click()
+    row_text = f"return document.querySelector(\"#products tr[data-product='{listed[1]}']\")?.textContent || ''"
+    WebDriverWait(browser, 10).until(lambda d: "7.25" in d.execute_script(row_text))  # the table is drawn anew
+    assert server.services.catalog.get_product(listed[1]).price == 7.25
     browser.execute_script("window.confirm = () => true")
     browser.find_element(By.CSS_SELECTOR, f"#products tr[data-product='{listed[0]}'] .delete").click()
     shown = "return [...document.querySelectorAll('#products tbody tr')].map(r => r.dataset.product)"

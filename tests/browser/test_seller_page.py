@@ -261,3 +261,28 @@ def test_a_photo_by_its_web_address(page, images_site):
     page.find_element(By.ID, "image-url").send_keys("not a web address")
     page.find_element(By.CSS_SELECTOR, "#by-url button").click()
     assert "not a web address" in wait(page, seen.visibility_of_element_located((By.ID, "alert"))).text
+
+
+def test_each_product_of_a_photo_is_answered_and_more_options_reach_the_request(page, catalogue, tmp_path):
+    left = Image.open(image_path(catalogue, "F001-P001-1.jpg"))
+    right = Image.open(image_path(catalogue, "F003-P002-1.jpg")).resize((200, 200))
+    photo = Image.new("RGB", (700, 400), (255, 255, 255))
+    photo.paste(left.crop((10, 10, left.width - 10, left.height - 10)), (20, 40))
+    photo.paste(right.crop((5, 5, 195, 195)), (480, 100))
+    choose(page, write(tmp_path, photo))
+    before = status(page)
+    page.find_element(By.ID, "each").click()
+    wait(page, lambda d: status(d) != before and "products in the photo" in status(d))
+    sections = page.find_elements(By.CSS_SELECTOR, "#cards section.subject")
+    assert len(sections) == 2 and url_params(page)["each"] == ["1"]
+    firsts = [s.find_element(By.CSS_SELECTOR, ".card").get_attribute("data-factory") for s in sections]
+    assert firsts == ["F001", "F003"]
+    # More options: each one lands in the URL and in the request.
+    page.find_element(By.ID, "each").click()  # back to the chosen product
+    results_for(page, status(page))
+    page.execute_script(RECORD_FORMS)
+    page.find_element(By.CSS_SELECTOR, "#more summary").click()
+    page.find_element(By.ID, "noverify").click()
+    wait(page, lambda d: d.execute_script("return window.__bodies.length") >= 1)
+    sent = dict(page.execute_script("return window.__bodies[window.__bodies.length - 1]"))
+    assert sent["verify"] == "false" and url_params(page)["noverify"] == ["1"]

@@ -110,3 +110,36 @@ def test_a_photo_of_several_products_is_answered_for_each_on_the_command_line(ca
     first, second = out.split("product 2 of 2")
     assert "[F002," in first.splitlines()[1] and "[F004," in second.splitlines()[1]
     assert "likely categories:" in out
+
+
+def test_queries_submit_wait_and_write_csv(capsys, server, catalogue, tmp_path):
+    url, admin = server
+    bundle = tmp_path / "shots.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.write(photo(catalogue, "F003-P003-1.jpg"), "a.jpg")
+        archive.write(photo(catalogue, "F004-P004-1.jpg"), "b.jpg")
+    out = tmp_path / "results.csv"
+    remote = ("--server", url, "--key", admin, "queries")
+    code, _, err = cli(
+        capsys, *remote, "submit", str(bundle), "--top-k", "1", "--wait", "--poll", "0.1", "--out", str(out)
+    )
+    assert code == 0 and "done, 2 of 2 photos, 0 failed" in err and "results written" in err
+    rows = out.read_text().splitlines()
+    assert rows[1].startswith("1,a.jpg,1,F003,") and rows[2].startswith("2,b.jpg,1,F004,")
+    job_id = err.split("query job ")[1].split(":")[0]
+    code, printed, _ = cli(capsys, *remote, "results", job_id, "--json")
+    assert code == 0 and json.loads(printed)[0]["answer"]["factories"][0]["factory_id"] == "F003"
+    code, printed, _ = cli(capsys, *remote, "list")
+    assert job_id in printed
+
+
+def test_saved_searches_from_the_command_line(capsys, server, catalogue):
+    url, admin = server
+    remote = ("--server", url, "--key", admin, "saved")
+    code, out, _ = cli(capsys, *remote, "add", str(photo(catalogue, "F001-P003-1.jpg")), "--name", "lamp")
+    assert code == 0 and out.startswith("saved search ")
+    saved_id = out.split()[2].rstrip(":")
+    assert saved_id in cli(capsys, *remote, "list")[1] and cli(capsys, *remote, "matches", saved_id)[1] == ""
+    assert cli(capsys, *remote, "delete", saved_id)[0] == 0
+    code, _, err = cli(capsys, *remote, "matches", saved_id)
+    assert code == 2 and err.splitlines()[-1].startswith("error: 404")

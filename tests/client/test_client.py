@@ -130,3 +130,32 @@ def test_a_photo_by_url_is_fetched_by_the_service_and_unsafe_urls_are_refused(le
         with pytest.raises(SourceLensError) as refused:
             lens.search(urls=[url])
         assert refused.value.status == 422 and reason in refused.value.message, refused.value.message
+
+
+def test_a_batch_of_photos_is_submitted_waited_on_and_read_back(lens, catalogue, images_site, tmp_path):
+    listing = tmp_path / "urls.txt"
+    listing.write_text(f"{images_site}/F002-P004-1.jpg\n{images_site}/F001-P004-1.jpg\n")
+    job = lens.submit_query_job(listing, top_k=1)
+    seen: list[int] = []
+    final = lens.wait_for_query_job(job.id, progress=lambda r: seen.append(r.done), poll_s=0.1, timeout_s=60)
+    assert final.state == "done" and final.done == 2 and seen[-1] == 2
+    first, second = lens.query_results(job.id)
+    assert first.answer["factories"][0]["factory_id"] == "F002" and len(first.answer["factories"]) == 1
+    assert second.answer["factories"][0]["factory_id"] == "F001"
+    table = lens.query_results_csv(job.id)
+    assert table.splitlines()[0].startswith("number,name,rank,factory_id") and len(table.splitlines()) == 3
+    assert any(j.id == job.id for j in lens.query_jobs()) and lens.cancel_query_job(job.id).state == "done"
+
+
+def test_a_saved_search_is_made_listed_polled_and_deleted(lens, catalogue):
+    saved = lens.save_search(photo(catalogue, "F002-P002-1.jpg"), "a mug I sell")
+    assert saved.name == "a mug I sell" and saved.matches == 0 and saved.checked_to > 0
+    assert saved.id in [s.id for s in lens.saved_searches()]
+    assert lens.saved_matches(saved.id) == []  # nothing added since
+    with pytest.raises(SourceLensError) as bad:
+        lens.save_search(b"not a photo", "x")
+    assert bad.value.status == 422
+    lens.delete_saved_search(saved.id)
+    with pytest.raises(SourceLensError) as gone:
+        lens.saved_matches(saved.id)
+    assert gone.value.status == 404

@@ -15,8 +15,9 @@ export function storeKey(key) {
   else sessionStorage.removeItem(KEY);
 }
 
-export async function call(path, { method = "GET", body, signal, key = storedKey() } = {}) {
+export async function call(path, { method = "GET", body, signal, key = storedKey(), json = false } = {}) {
   const headers = key ? { "X-API-Key": key } : {};
+  if (json) headers["Content-Type"] = "application/json";
   let response;
   try {
     response = await fetch(path, { method, body, signal, headers });

@@ -9,7 +9,8 @@ const PAGE = 10; // factories per page, unless the URL says per=N
 const MAX_VIEWS = 4;
 const MAX_BYTES = 20 * 1024 * 1024;
 const PHOTOS = "sourcelens.photos";
-const FILTERS = ["text", "region", "category", "min_price", "max_price", "max_moq"];
+const FILTERS = ["text", "region", "category", "min_price", "max_price", "max_moq", "min_score", "factory_attributes"];
+const SWITCHES = ["weak", "noverify", "nocrop", "each"]; // booleans in the URL as 1
 const $ = (id) => document.getElementById(id);
 
 let views = []; // {url (data URL), box ([x0,y0,x1,y1] fractions or null), subjects}
@@ -22,7 +23,8 @@ const crop = new CropBox($("stage"), $("crop"), (box) => { views[active].box = b
 function readState() {
   const params = new URLSearchParams(location.search);
   const per = Math.min(100, Math.max(1, Number(params.get("per")) || PAGE));
-  const state = { page: Math.max(1, Number(params.get("page")) || 1), per, like: params.get("like"), factory: params.get("factory"), weak: params.get("weak") === "1" };
+  const state = { page: Math.max(1, Number(params.get("page")) || 1), per, like: params.get("like"), factory: params.get("factory") };
+  for (const name of SWITCHES) state[name] = params.get(name) === "1";
   for (const name of FILTERS) state[name] = params.get(name) || "";
   return state;
 }
@@ -31,7 +33,8 @@ function writeState(changes, push = true) {
   const state = { ...readState(), ...changes };
   const params = {};
   for (const name of FILTERS) params[name] = state[name];
-  Object.assign(params, { per: state.per !== PAGE ? state.per : "", page: state.page > 1 ? state.page : "", like: state.like || "", factory: state.factory || "", weak: state.weak ? "1" : "" });
+  Object.assign(params, { per: state.per !== PAGE ? state.per : "", page: state.page > 1 ? state.page : "", like: state.like || "", factory: state.factory || "" });
+  for (const name of SWITCHES) params[name] = state[name] ? "1" : "";
   const url = `${location.pathname}?${query(params)}`;
   if (push) history.pushState(null, "", url);
   else history.replaceState(null, "", url);
@@ -40,13 +43,14 @@ function writeState(changes, push = true) {
 function filtersFromForm() {
   const values = {};
   for (const name of FILTERS) values[name] = $(name).value.trim();
-  values.weak = $("weak").checked;
+  for (const name of ["weak", "noverify", "nocrop"]) values[name] = $(name).checked;
   return values;
 }
 
 function formFromState(state) {
   for (const name of FILTERS) $(name).value = state[name];
-  $("weak").checked = state.weak;
+  for (const name of ["weak", "noverify", "nocrop"]) $(name).checked = state[name];
+  $("more").open ||= Boolean(state.min_score || state.factory_attributes || state.noverify || state.nocrop);
 }
 
 // --- photos ---------------------------------------------------------------------------------------------
@@ -129,6 +133,8 @@ function showPhoto() {
   if (view.remote) return crop.set(null);
   $("preview").src = view.url;
   crop.set(view.box || view.subjects[0] || [0, 0, 1, 1]);
+  $("each").hidden = !(views.length === 1 && view.subjects.length > 1);
+  $("each").textContent = readState().each ? "Answer the chosen product only" : "Answer each product";
   $("subjects").replaceChildren(...(view.subjects.length > 1 ? view.subjects.map((box, i) => el("button", {
     type: "button", class: "chip", "aria-pressed": String(same(box, view.box)),
     onclick: () => { view.box = box; savePhotos(); showPhoto(); search(); },
@@ -139,13 +145,13 @@ function showPhoto() {
   $("add-view-label").hidden = views.length >= MAX_VIEWS;
 }
 
-function searchForm(state, fields) {
+function searchForm(state, fields, wholePhotos = false) {
   // Uploaded views first, then those the server fetches: the server numbers bbox values in that order.
   const local = views.filter((v) => !v.remote);
   const remote = views.filter((v) => v.remote);
   const entries = local.map((v, i) => ["image", blobOf(v.url), `view${i + 1}.jpg`]);
   entries.push(...remote.map((v) => ["image_url", v.remote]));
-  entries.push(...[...local, ...remote].map((v) => ["bbox", v.box ? v.box.map((x) => x.toFixed(4)).join(",") : ""]));
+  if (!wholePhotos) entries.push(...[...local, ...remote].map((v) => ["bbox", v.box ? v.box.map((x) => x.toFixed(4)).join(",") : ""]));
   for (const [name, value] of Object.entries({ ...fields, text: state.text })) if (value) entries.push([name, String(value)]);
   return form(entries);
 }
@@ -192,8 +198,9 @@ async function search() {
   if (coolDown) return;
   if (inFlight) inFlight.abort();
   const controller = (inFlight = new AbortController());
-  const filters = { region: state.region, category: state.category, min_price: state.min_price, max_price: state.max_price, max_moq: state.max_moq };
-  const paging = { top_k: state.per, offset: (state.page - 1) * state.per, include_weak: state.weak ? "true" : "" };
+  const filters = { region: state.region, category: state.category, min_price: state.min_price, max_price: state.max_price, max_moq: state.max_moq, min_score: state.min_score, factory_attributes: state.factory_attributes };
+  const paging = { top_k: state.per, offset: (state.page - 1) * state.per, include_weak: state.weak ? "true" : "", verify: state.noverify ? "false" : "", auto_crop: state.nocrop ? "false" : "" };
+  const each = state.each && !state.like && views.length === 1 && !views[0].remote && views[0].subjects.length > 1;
   $("go").disabled = true;
   $("go").textContent = "Searching…";
   $("cards").replaceChildren(...skeleton());
@@ -204,7 +211,8 @@ async function search() {
     if (state.like) {
       body = await call(`/api/v1/images/${encodeURIComponent(state.like)}/similar?${query({ ...filters, ...paging })}`, { signal: controller.signal });
     } else {
-      body = await call("/api/v1/search", { method: "POST", body: searchForm(state, { ...filters, ...paging }), signal: controller.signal });
+      const fields = { ...filters, ...paging, per_subject: each ? "true" : "" };
+      body = await call("/api/v1/search", { method: "POST", body: searchForm(state, fields, each), signal: controller.signal });
     }
     hideAlert();
     show(body, state);
@@ -224,6 +232,8 @@ function show(body, state) {
   const first = body.offset + 1;
   const last = body.offset + body.factories.length;
   const likely = body.categories && body.categories.length ? ` Probably ${body.categories.map((c) => `${c.category} (${Math.round(c.confidence * 100)}%)`).join(", ")}.` : "";
+  $("banner").hidden = true;
+  if (body.subjects) return showSubjects(body, state, actions, likely);
   if (!body.factories.length) {
     $("cards").replaceChildren();
     $("pager").hidden = true;
@@ -239,6 +249,15 @@ function show(body, state) {
   setStatus(`${what} ${first}–${last} of ${body.total}${confident ? `, ${confident} with a confident match` : ""} (${Math.round(body.took_ms)} ms).${likely}`);
   $("cards").replaceChildren(...body.factories.map((factory, i) => factoryCard(factory, first + i, state.weak, actions)));
   pager(body, state);
+}
+
+function showSubjects(body, state, actions, likely) {
+  // A photo of several products: a section per product, each with its own best factories (no paging).
+  $("pager").hidden = true;
+  setStatus(`${body.subjects.length} products in the photo, each answered on its own (${Math.round(body.took_ms)} ms).${likely}`);
+  $("cards").replaceChildren(...body.subjects.map((subject, i) => el("section", { class: "subject", "data-subject": i + 1 },
+    el("h2", {}, `Product ${i + 1}`, subject.answer.factories.length ? "" : ": no confident match"),
+    ...subject.answer.factories.map((factory, rank) => factoryCard(factory, rank + 1, state.weak, actions)))));
 }
 
 function pager(body, state) {
@@ -355,6 +374,7 @@ document.addEventListener("paste", (e) => {
   const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.kind === "file");
   if (item) addPhoto(item.getAsFile());
 });
+$("each").addEventListener("click", () => { navigate({ each: !readState().each, page: 1 }); showPhoto(); });
 $("whole").addEventListener("click", () => { views[active].box = null; savePhotos(); showPhoto(); search(); });
 $("clear").addEventListener("click", () => { views = []; savePhotos(); showPhoto(); writeState({ like: "", page: 1 }); search(); });
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); navigate({ ...filtersFromForm(), like: readState().like, page: 1 }); });

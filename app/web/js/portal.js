@@ -81,7 +81,33 @@ async function browse(event) {
   const products = await call(`/api/v1/products?${query({ factory_id: factory, limit: 500 })}`).catch(() => []);
   $("products").tBodies[0].replaceChildren(...products.map((p) => el("tr", { "data-product": p.id },
     el("td", {}, p.id), el("td", {}, p.title), el("td", {}, p.price ?? ""), el("td", {}, p.moq ?? ""), el("td", {}, String(p.image_ids.length)),
-    el("td", {}, el("button", { type: "button", class: "delete", onclick: () => remove(p.id) }, "Delete")))));
+    el("td", {}, el("button", { type: "button", class: "edit", onclick: () => edit(p) }, "Edit"), " ",
+      el("button", { type: "button", class: "delete", onclick: () => remove(p.id) }, "Delete")))));
+}
+
+function edit(product) {
+  const row = document.querySelector(`#products tr[data-product="${CSS.escape(product.id)}"]`);
+  const field = (name, value, type = "text") => el("input", { name, value: value ?? "", type, "aria-label": name, ...(type === "number" ? { step: "any", min: "0" } : {}) });
+  const form = el("form", { class: "edit-form" },
+    field("title", product.title), field("category", product.category), field("price", product.price, "number"), field("moq", product.moq, "number"),
+    el("button", { type: "submit" }, "Save"), el("button", { type: "button", onclick: browse }, "Cancel"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const values = Object.fromEntries(new FormData(form));
+    const changes = {
+      title: values.title.trim() || product.title,
+      category: values.category.trim() || null,
+      price: values.price === "" ? null : Number(values.price),
+      moq: values.moq === "" ? null : Math.round(Number(values.moq)),
+    };
+    try {
+      await call(`/api/v1/products/${encodeURIComponent(product.id)}`, { method: "PATCH", body: JSON.stringify(changes), json: true });
+      browse();
+    } catch (error) {
+      form.append(el("span", { role: "alert", class: "form-error" }, error.message));
+    }
+  });
+  row.replaceChildren(el("td", { colspan: "6" }, form));
 }
 
 async function remove(productId) {
