@@ -215,6 +215,11 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
             f"(wrong factory {rates.wrong_factory:.1%} of copies, unknown products {rates.unknown_confident:.1%}), "
             f"confident right {rates.confident_right:.1%} of copies"
         )
+        if info.target is not None and rates.confident_wrong > info.target:
+            print(
+                f"the target was not reached on this catalogue: these are the strictest thresholds tried "
+                f"({rates.confident_wrong:.1%} > {info.target:.1%}); docs/ranking.md says why it can happen"
+            )
     if info.stale:
         print("the catalogue has grown by more than a fifth since: run `sourcelens calibrate` again")
     return 0

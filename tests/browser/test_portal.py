@@ -10,6 +10,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
 
+from app.core.access import Principal
+
 pytestmark = pytest.mark.browser
 
 
@@ -76,3 +78,29 @@ def test_a_factory_uploads_watches_and_tidies_its_catalogue(browser, server, cat
     assert len(browser.execute_script(shown)) == len(listed) - 1
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_many_photos_are_searched_and_the_results_offered_as_csv(browser, server, catalogue, tmp_path):
+    browser.get(server.url + "/portal")
+    token = server.services.keys.create("batch", "search").token
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(server.url + "/portal")  # signed out
+    browser.find_element(By.ID, "key").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#signin button").click()
+    WebDriverWait(browser, 10).until(seen.visibility_of_element_located((By.ID, "signed-in")))
+    browser.get_log("browser")  # a search key may not list ingest jobs: that 403 is expected
+    bundle = tmp_path / "shots.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.write(catalogue.parent / "images" / "F002-P001-1.jpg", "one.jpg")
+        archive.write(catalogue.parent / "images" / "F003-P004-1.jpg", "two.jpg")
+    browser.find_element(By.ID, "batch-file").send_keys(str(bundle))
+    browser.find_element(By.ID, "batch-send").click()
+    link = WebDriverWait(browser, 60).until(seen.visibility_of_element_located((By.ID, "batch-download")))
+    assert browser.find_element(By.ID, "batch-status").text.startswith("done: 2 of 2 photos · 0 failed")
+    assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download").endswith(".csv")
+    (job,) = server.services.queries.recent(Principal.system())[:1]  # what the link holds, read on the server
+    answers = server.services.queries.results(job.id, Principal.system())
+    assert [(a.name, a.answer["factories"][0]["factory_id"]) for a in answers] == [
+        ("one.jpg", "F002"),
+        ("two.jpg", "F003"),
+    ]

@@ -9,9 +9,9 @@ let polling = null;
 
 async function signIn(key) {
   try {
-    await call("/api/v1/ingest-jobs?limit=1", { key });
+    await call("/api/v1/query-jobs?limit=1", { key }); // any valid key; catalogue writes then need a factory key
   } catch (error) {
-    $("signin-error").textContent = error.status === 401 || error.status === 403 ? "Key not recognised, or not a factory key." : error.message;
+    $("signin-error").textContent = error.status === 401 || error.status === 403 ? "Key not recognised." : error.message;
     $("signin-error").hidden = false;
     return;
   }
@@ -116,6 +116,47 @@ async function remove(productId) {
   browse();
 }
 
+async function batch(event) {
+  event.preventDefault();
+  const body = new FormData();
+  body.append("file", $("batch-file").files[0], $("batch-file").files[0].name);
+  body.append("top_k", $("batch-top").value || "3");
+  $("batch-job").hidden = false;
+  $("batch-download").hidden = true;
+  try {
+    const job = await call("/api/v1/query-jobs", { method: "POST", body });
+    const timer = setInterval(async () => {
+      let report;
+      try {
+        report = await call(`/api/v1/query-jobs/${job.id}`);
+      } catch (error) {
+        clearInterval(timer);
+        $("batch-status").textContent = error.message;
+        return;
+      }
+      $("batch-progress").max = Math.max(report.total, 1);
+      $("batch-progress").value = report.done;
+      $("batch-status").textContent = `${report.state}: ${report.done} of ${report.total} photos · ${report.failed} failed`;
+      if (["done", "failed", "cancelled"].includes(report.state)) {
+        clearInterval(timer);
+        offerResults(job.id);
+      }
+    }, POLL_MS);
+  } catch (error) {
+    $("batch-status").textContent = `Not accepted: ${error.message}`;
+  }
+}
+
+async function offerResults(jobId) {
+  // The results need the key, sent as a header: fetched here and offered as a file, never a link with the key.
+  const response = await fetch(`/api/v1/query-jobs/${jobId}/results?format=csv`, { headers: { "X-API-Key": storedKey() } });
+  const link = $("batch-download");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = `sourcelens-${jobId}.csv`;
+  link.hidden = false;
+}
+
+$("batch").addEventListener("submit", batch);
 $("signin").addEventListener("submit", (e) => { e.preventDefault(); signIn($("key").value.trim()); });
 $("signout").addEventListener("click", signOut);
 $("upload").addEventListener("submit", upload);
