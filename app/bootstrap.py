@@ -16,6 +16,7 @@ from app.batch.service import BatchQueries
 from app.calibration.service import CalibrationService
 from app.catalog.keeper import IndexKeeper
 from app.catalog.media import MediaStore
+from app.catalog.search_counts import SearchCounter
 from app.catalog.service import CatalogService
 from app.core.config import Settings
 from app.core.cores import usable_cores
@@ -60,6 +61,7 @@ class Services:
     query_runner: BatchRunner  # started by the server only
     saved: SavedSearches  # saved searches
     alert_runner: AlertRunner  # started by the server only
+    search_counts: SearchCounter  # how often each product was shown; written by a thread the server starts
 
     @property
     def fetcher(self) -> Fetcher:
@@ -80,6 +82,7 @@ class Services:
         self.runner.stop()
         self.query_runner.stop()
         self.alert_runner.stop()
+        self.search_counts.stop()
         self.scheduler.close()
         self.verify_pool.shutdown()
         self.keeper.close()
@@ -266,6 +269,7 @@ def build_services(
         query_runner,
         saved,
         AlertRunner(saved, settings.saved_search_interval_s),
+        SearchCounter(sessions),
     )
 
 

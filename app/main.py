@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         built.runner.start(requeue_interrupted=built.engine.dialect.name == "sqlite")
         built.query_runner.start()
         built.alert_runner.start()
+        built.search_counts.start()
         yield AppState(
             settings=settings,
             search=built.search,
@@ -76,10 +77,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             fetcher=built.fetcher,
             queries=built.queries,
             saved=built.saved,
+            search_counts=built.search_counts,
         )
         await run_in_threadpool(built.runner.stop)  # after its batch; the job resumes at the next start
         await run_in_threadpool(built.query_runner.stop)  # after the photo in hand
         await run_in_threadpool(built.alert_runner.stop)
+        await run_in_threadpool(built.search_counts.stop)  # the last counts written
         # Saved here, not only by whoever closes the services: after a SIGTERM, uvicorn re-raises the signal as
         # soon as the lifespan ends, and the process exits before any code after uvicorn.run.
         await run_in_threadpool(built.keeper.save)

@@ -8,6 +8,7 @@ from app.access.keys import KeyStore
 from app.alerts.service import SavedSearches
 from app.batch.service import BatchQueries
 from app.calibration.service import CalibrationService
+from app.catalog.search_counts import SearchCounter
 from app.catalog.service import CatalogService
 from app.core.config import Settings
 from app.core.metrics import Metrics
@@ -33,6 +34,7 @@ class AppState(TypedDict):
     fetcher: Fetcher
     queries: BatchQueries
     saved: SavedSearches
+    search_counts: SearchCounter
 
 
 def get_settings(request: Request) -> Settings:
@@ -83,6 +85,10 @@ def get_saved(request: Request) -> SavedSearches:
     return request.state.saved
 
 
+def get_search_counts(request: Request) -> SearchCounter:
+    return request.state.search_counts
+
+
 def get_ticket(request: Request) -> Ticket | None:
     """The search's place with the scheduler, taken by the middleware when the request arrived."""
     return getattr(request.state, "ticket", None)
@@ -101,6 +107,7 @@ CalibrationDep = Annotated[CalibrationService, Depends(get_calibration)]
 FetcherDep = Annotated[Fetcher, Depends(get_fetcher)]
 QueriesDep = Annotated[BatchQueries, Depends(get_queries)]
 SavedDep = Annotated[SavedSearches, Depends(get_saved)]
+SearchCountsDep = Annotated[SearchCounter, Depends(get_search_counts)]
 
 # Paging parameters shared by the list endpoints; bounded, so a huge number is a 422, not a database overflow.
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="How many rows to skip.")]

@@ -298,3 +298,10 @@ class SavedMatchRead(BaseModel):
     similarity: float
     found_at: datetime
     delivered: bool = Field(description="Delivered to the webhook (true when there is none).")
+
+
+class SearchCountRead(BaseModel):
+    product_id: str
+    shown: int = Field(description="Searches that showed the product on a page of results.")
+    confident: int = Field(description="Of those, searches where it was a confident match.")
+    last_at: datetime = Field(description="When it was last shown (counts are written every few seconds).")

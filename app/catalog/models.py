@@ -61,3 +61,12 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     product: Mapped[Product] = relationship(back_populates="images")
+
+
+class ProductSearchCount(Base):
+    __tablename__ = "product_search_counts"
+
+    product_id: Mapped[str] = mapped_column(String(64), ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    shown: Mapped[int] = mapped_column(Integer, default=0)  # on a page of search results
+    confident: Mapped[int] = mapped_column(Integer, default=0)  # as a confident match
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

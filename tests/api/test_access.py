@@ -50,6 +50,10 @@ def calls(ids: dict[str, object]) -> dict[tuple[str, str], list[Call]]:
         ("POST", "/api/v1/search"): [Call("POST", "/api/v1/search", files=photo, data={"include_weak": "true"})],
         ("GET", "/api/v1/calibration"): [Call("GET", "/api/v1/calibration")],
         ("GET", "/api/v1/facets"): [Call("GET", "/api/v1/facets")],
+        ("GET", "/api/v1/factories/{factory_id}/search-counts"): [
+            Call("GET", "/api/v1/factories/A/search-counts"),
+            Call("GET", "/api/v1/factories/B/search-counts", other=True),
+        ],
         ("GET", "/api/v1/query-jobs"): [Call("GET", "/api/v1/query-jobs")],
         ("GET", "/api/v1/saved-searches"): [Call("GET", "/api/v1/saved-searches")],
         ("POST", "/api/v1/saved-searches"): [Call("POST", "/api/v1/saved-searches", files=photo, data={"name": "mug"})],
@@ -133,7 +137,7 @@ def intended(method: str, path: str) -> Policy:
         return Policy.METRICS
     if path.startswith("/api/v1/keys"):
         return Policy.ADMIN
-    if path.startswith("/api/v1/ingest-jobs"):
+    if path.startswith("/api/v1/ingest-jobs") or path.endswith("/search-counts"):  # a factory's own figures
         return Policy.WRITE
     if method == "GET" or path in ("/api/v1/search", "/api/v1/subjects"):
         return Policy.READ
@@ -245,7 +249,7 @@ def test_each_role_on_each_route(make_services, tiny_embedder, role, backend, mo
                     assert response.status_code == 401 and "API key" in response.json()["detail"]
                 elif admitted and no_such_job:
                     assert response.status_code == 404, (role, call, response.text)
-                elif not admitted or (mine_only and not hidden and method != "GET"):
+                elif not admitted or (mine_only and not hidden and (method != "GET" or "search-counts" in template)):
                     expected = {401} if caller.role is None and policy != Policy.PUBLIC else {403}
                     assert response.status_code in expected, (role, call, response.text)
                     assert response.json()["detail"]

@@ -299,3 +299,16 @@ def test_a_photo_of_two_products_is_answered_for_each(client, catalogue):
     assert factory_ids(body) == factory_ids(subjects[0]["answer"])  # the top level answers the first
     refused = search(client, photo, photo, per_subject="true")
     assert refused.status_code == 422 and "one image" in refused.json()["detail"]
+
+
+def test_a_factory_sees_how_often_searches_found_its_products(client, catalogue):
+    before = {c["product_id"]: c for c in client.get("/api/v1/factories/F004/search-counts").json()}
+    assert search(client, catalogue_photo(catalogue, "F004-P004-1.jpg")).json()["factories"][0]["factory_id"] == "F004"
+    client.services.search_counts.flush()  # the thread does this every few seconds
+    after = {c["product_id"]: c for c in client.get("/api/v1/factories/F004/search-counts").json()}
+    old = before.get("F004-P004", {"shown": 0, "confident": 0})
+    assert after["F004-P004"]["shown"] == old["shown"] + 1 and after["F004-P004"]["confident"] == old["confident"] + 1
+    assert client.get("/api/v1/factories/NOPE/search-counts").status_code == 404
+    other = client.services.keys.create("another factory", "factory", ["F001"]).token
+    refused = client.get("/api/v1/factories/F004/search-counts", headers={"Authorization": f"Bearer {other}"})
+    assert refused.status_code == 403

@@ -4,6 +4,7 @@ deleted."""
 
 import zipfile
 
+import httpx
 import pytest
 from helpers import screenshot
 from selenium.webdriver.common.by import By
@@ -58,10 +59,17 @@ def test_a_factory_uploads_watches_and_tidies_its_catalogue(browser, server, cat
     assert len(reasons) == 2 and "missing.jpg" in reasons[0] and "may not write factory 'F001'" in reasons[1]
     screenshot(browser, "portal-job")
 
+    # A search finds one of them; the factory sees it counted (counts only).
+    product = server.services.catalog.list_products(factory_id="F009")[0]
+    image = server.services.catalog.image_file(product.image_ids[0]).read_bytes()
+    httpx.post(f"{server.url}/api/v1/search", files={"image": ("q.jpg", image, "image/jpeg")}, timeout=60)
+    server.services.search_counts.flush()
     browser.find_element(By.ID, "factory").send_keys("F009")
     browser.find_element(By.CSS_SELECTOR, "#browse button").click()
     WebDriverWait(browser, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#products tbody tr")) >= 1)
     listed = [row.get_attribute("data-product") for row in browser.find_elements(By.CSS_SELECTOR, "#products tbody tr")]
+    found = browser.find_element(By.CSS_SELECTOR, f"#products tr[data-product='{product.id}'] .found").text
+    assert found.startswith("1 / 1 confident"), found
     # Edit: the price changes, in the table and in the catalogue.
     browser.find_element(By.CSS_SELECTOR, f"#products tr[data-product='{listed[1]}'] .edit").click()
     price = browser.find_element(By.CSS_SELECTOR, ".edit-form input[name=price]")
@@ -85,7 +93,7 @@ def test_many_photos_are_searched_and_the_results_offered_as_csv(browser, server
     token = server.services.keys.create("batch", "search").token
     browser.execute_script("sessionStorage.clear()")
     browser.get(server.url + "/portal")  # signed out
-    browser.find_element(By.ID, "key").send_keys(token)
+    WebDriverWait(browser, 10).until(seen.visibility_of_element_located((By.ID, "key"))).send_keys(token)
     browser.find_element(By.CSS_SELECTOR, "#signin button").click()
     WebDriverWait(browser, 10).until(seen.visibility_of_element_located((By.ID, "signed-in")))
     browser.get_log("browser")  # a search key may not list ingest jobs: that 403 is expected

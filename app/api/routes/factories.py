@@ -2,9 +2,9 @@
 
 from fastapi import APIRouter, status
 
-from app.api.deps import CatalogDep, Limit, Offset
+from app.api.deps import CatalogDep, Limit, Offset, SearchCountsDep
 from app.api.mapping import factory_read
-from app.api.schemas import FactoryCreate, FactoryRead, FactoryUpdate
+from app.api.schemas import FactoryCreate, FactoryRead, FactoryUpdate, SearchCountRead
 from app.api.security import ReadCaller, WriteCaller
 from app.catalog.types import NewFactory
 
@@ -36,3 +36,14 @@ def update_factory(catalog: CatalogDep, caller: WriteCaller, factory_id: str, bo
 @router.delete("/{factory_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_factory(catalog: CatalogDep, caller: WriteCaller, factory_id: str) -> None:
     catalog.delete_factory(factory_id, caller)
+
+
+@router.get("/{factory_id}/search-counts", response_model=list[SearchCountRead])
+def factory_search_counts(
+    catalog: CatalogDep, counts: SearchCountsDep, caller: WriteCaller, factory_id: str
+) -> list[SearchCountRead]:
+    """How often searches showed each of the factory's products, and as a confident match (counts only): for
+    the factory's own keys and admins."""
+    catalog.get_factory(factory_id)  # 404 for an unknown factory
+    caller.check_write(factory_id)
+    return [SearchCountRead.model_validate(c, from_attributes=True) for c in counts.counts(factory_id)]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from app.api.deps import FetcherDep, ImageId, MetricsDep, SearchDep, SettingsDep, TicketDep
+from app.api.deps import FetcherDep, ImageId, MetricsDep, SearchCountsDep, SearchDep, SettingsDep, TicketDep
 from app.api.mapping import search_read
 from app.api.schemas import SearchRead, SubjectSearchRead, SubjectsRead
 from app.api.security import ReadCaller
@@ -99,6 +99,7 @@ def search_route(
     search: SearchDep,
     settings: SettingsDep,
     fetcher: FetcherDep,
+    counts: SearchCountsDep,
     ticket: TicketDep,
     metrics: MetricsDep,
     _caller: ReadCaller,
@@ -139,6 +140,8 @@ def search_route(
         subjects = [SubjectSearchRead(box=box, answer=search_read(result, options.offset)) for box, result in answers]
         return subjects[0].answer.model_copy(update={"subjects": subjects})
     result = search.run(photos, text or None, options, ticket)
+    shown = [hit for ranked in result.factories for hit in ranked.matches]
+    counts.record({hit.product_id for hit in shown}, {hit.product_id for hit in shown if hit.confident})
     for stage, ms in result.timings_ms.items():
         if stage != "passes":
             metrics.search_stage.labels(stage).observe(ms / 1000)

@@ -79,8 +79,11 @@ async function browse(event) {
   if (event) event.preventDefault();
   const factory = $("factory").value.trim();
   const products = await call(`/api/v1/products?${query({ factory_id: factory, limit: 500 })}`).catch(() => []);
+  // Counts only (how often searches showed each product, and as a confident match); a key of another factory gets none.
+  const counts = await call(`/api/v1/factories/${encodeURIComponent(factory)}/search-counts`).catch(() => []);
+  const found = Object.fromEntries(counts.map((c) => [c.product_id, `${c.shown} / ${c.confident} confident`]));
   $("products").tBodies[0].replaceChildren(...products.map((p) => el("tr", { "data-product": p.id },
-    el("td", {}, p.id), el("td", {}, p.title), el("td", {}, p.price ?? ""), el("td", {}, p.moq ?? ""), el("td", {}, String(p.image_ids.length)),
+    el("td", {}, p.id), el("td", {}, p.title), el("td", {}, p.price ?? ""), el("td", {}, p.moq ?? ""), el("td", {}, String(p.image_ids.length)), el("td", { class: "found" }, found[p.id] || "0"),
     el("td", {}, el("button", { type: "button", class: "edit", onclick: () => edit(p) }, "Edit"), " ",
       el("button", { type: "button", class: "delete", onclick: () => remove(p.id) }, "Delete")))));
 }
@@ -107,7 +110,7 @@ function edit(product) {
       form.append(el("span", { role: "alert", class: "form-error" }, error.message));
     }
   });
-  row.replaceChildren(el("td", { colspan: "6" }, form));
+  row.replaceChildren(el("td", { colspan: "7" }, form));
 }
 
 async function remove(productId) {
