@@ -37,13 +37,13 @@ SMALL_QUERY = 160  # a query with a shorter side under this is enlarged to DETEC
 DETECTION_SIDE = 256
 QUICK_POINTS = 150
 QUICK_MATCHES = 5
-# Unrelated pairs rarely reach this many consistent inliers (tests/test_verify.py; scripts/evaluate.py
+# Unrelated pairs rarely reach this many consistent inliers (tests/unit/test_verify.py; scripts/evaluate.py
 # reports the inlier counts of unrelated queries).
 VERIFIED_INLIERS = 12
 # Aligned pixels of the same photo correlate at 0.95+ even re-coloured; unrelated products whose patterns
-# happen to align stay below 0.85 (tests/test_verify.py, scripts/evaluate.py).
+# happen to align stay below 0.85 (tests/unit/test_verify.py, scripts/evaluate.py).
 IDENTICAL_AGREEMENT = 0.85
-CLEARLY_IDENTICAL = 0.97  # above this, the mirrored query is not tried
+CLEARLY_IDENTICAL = 0.97  # at or above this (and identical), the mirrored query is not tried
 # The whole product the same (compare.py): no region of differing pixels larger than MAX_REGION of the two
 # subjects, at most MAX_DIFFERENT of them in all, and the query shows at least MIN_VISIBLE of the catalogue
 # product with at most MAX_OCCLUDED of the image covered. On 1,500 aligned OpenMoji pairs 97% of copies pass

@@ -1,6 +1,8 @@
 """Local-feature verification on transformed and unrelated pairs, and what each match level requires."""
 
 import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -144,3 +146,237 @@ def test_a_copy_is_compared_whole_and_a_recolouring_within_bounds_passes():
     assert same.identical and same.comparison.largest < 0.005 and same.comparison.visible > 0.95
     recoloured = check(TRANSFORMS["colour"](product, random.Random(5)), product)
     assert recoloured.aligned and recoloured.comparison.colour_ok
+
+
+# --- The pieces: the matched region, the aligned-pixel agreement, the quick look, the decisions of verify().
+
+
+def test_the_region_is_the_inliers_box_in_fractions_of_the_catalogue_image():
+    points = np.array([[32.0, 60.0], [100.0, 24.0], [50.0, 120.0]], dtype=np.float32)
+    assert verify_module._region(points, (320, 240)) == (0.1, 0.1, 0.312, 0.5)  # 100 / 320 = 0.3125, to 3 places
+    assert verify_module._region(np.array([[1.0, 2.0]], dtype=np.float32), (3, 7)) == (0.333, 0.286, 0.333, 0.286)
+    assert verify_module._region(np.empty((0, 2), dtype=np.float32), (320, 240)) is None
+
+
+def _pair(source, target, decoys=0, size=(320, 240)) -> tuple[verify_module.Features, verify_module.Features]:
+    """A query and a candidate whose descriptors match one for one (query i to candidate i, exactly, and to
+    nothing else): the ratio test keeps every pair, so `_verify` sees exactly these correspondences."""
+    source, target = np.asarray(source, np.float32), np.asarray(target, np.float32)
+    descriptors = np.random.default_rng(0).integers(0, 256, (len(source) + decoys, 32), dtype=np.uint8)
+    thumb = np.zeros((size[1] // 4, size[0] // 4), np.uint8)
+    small = np.zeros((size[1] // 4, size[0] // 4, 3), np.uint8)
+    decoy_points = np.zeros((decoys, 2), np.float32)
+    query = verify_module.Features(source, descriptors[: len(source)], (640, 480), thumb, small)
+    candidate = verify_module.Features(np.vstack([target, decoy_points]), descriptors, size, thumb, small)
+    return query, candidate
+
+
+TARGET = [[32, 60], [100, 24], [50, 120], [80, 90], [60, 40], [90, 110], [40, 100], [70, 30]]
+
+
+def test_eight_consistent_matches_are_enough_to_fit_and_seven_are_not():
+    source = [[2 * x + 5, 2 * y - 3] for x, y in TARGET]  # the query: the catalogue image enlarged and shifted
+    eight = verify_module._verify(*_pair(source, TARGET, decoys=4))
+    assert (eight.inliers, eight.matches, eight.mirrored) == (8, 8, False)
+    assert eight.region == (0.1, 0.1, 0.312, 0.5)  # the inliers' box in the catalogue image
+    assert eight.agreement == 0.0 and not eight.verified  # flat thumbs: nothing to agree on
+    seven = verify_module._verify(*_pair(source[:7], TARGET[:7], decoys=4))
+    assert seven == verify_module.Verification(0, 7, None, False)
+
+
+def test_the_transform_search_is_bounded():
+    """RANSAC draws at most 500 samples per pair (the cost of a pair is bounded): 12 consistent matches hidden
+    among 110 random ones (one sample in a thousand is all consistent) are not found, though they are there."""
+    rng = np.random.default_rng(1)
+    source = rng.uniform(0, 320, (122, 2)).astype(np.float32)
+    target = source @ np.array([[0.9, 0.25], [-0.2, 1.1]]) + [30.0, -10.0]
+    target[12:] = rng.uniform(0, 320, (110, 2))
+    order = rng.permutation(122)
+    source, target = source[order], target[order].astype(np.float32)
+    longer = cv2.estimateAffine2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=6.0, maxIters=2000)[1]
+    assert longer.sum() == 12, "OpenCV's RANSAC changed: pick another seed where 2000 samples find them"
+    result = verify_module._verify(*_pair(source, target))
+    assert result.matches == 122 and result.inliers < 12 and not result.verified
+
+
+def _noise(seed: int, shape=(80, 80)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+
+
+def _shift(dx: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0]])
+
+
+def test_agreement_is_the_median_correlation_over_textured_tiles():
+    agreement = verify_module._agreement
+    texture = _noise(1)
+    assert agreement(texture, texture, _shift(0)) == 1.0
+    assert agreement(255 - texture, texture, _shift(0)) == -1.0  # the negative: every tile anti-correlated
+    assert agreement(texture, _noise(2), _shift(0)) < 0.2  # unrelated pixels
+    flat = np.full((80, 80), 128, np.uint8)
+    assert agreement(texture, flat, _shift(0)) == 0.0 and agreement(flat, texture, _shift(0)) == 0.0
+    bannered = texture.copy()
+    bannered[:32] = _noise(3, (32, 80))  # 40% of the tiles covered by something else: the median still agrees
+    assert agreement(bannered, texture, _shift(0)) == 1.0
+    # Fewer than MIN_TILES textured tiles say nothing.
+    for textured, expected in ((3, 0.0), (4, 1.0)):
+        sparse = flat.copy()
+        sparse[:8, : 8 * textured] = texture[:8, : 8 * textured]
+        assert agreement(sparse, sparse, _shift(0)) == expected
+
+
+def test_agreement_needs_the_overlap_to_cover_enough_of_the_candidate():
+    agreement = verify_module._agreement
+    candidate = _noise(4)
+    query = np.zeros_like(candidate)
+    query[:, :16] = candidate[:, 64:]  # the query is the candidate's right edge, shifted back by 64 px
+    assert agreement(query, candidate, _shift(64)) == 1.0  # 20% of the candidate overlapped, and it agrees
+    query[:, :10] = candidate[:, 70:]
+    assert agreement(query, candidate, _shift(70)) == 0.0  # 12.5% (< MIN_OVERLAP): no verdict either way
+
+
+def test_degenerate_inputs_have_no_evidence():
+    blank = extract(Image.new("RGB", (200, 200), "white"))
+    product = extract(PRODUCTS[0])
+    assert blank.descriptors is None and len(blank.points) == 0
+    assert verify(blank, product) == verify_module.NOT_VERIFIED
+    assert verify(product, blank) == verify_module.NOT_VERIFIED
+    one = verify_module.Features(
+        product.points[:1], product.descriptors[:1], product.size, product.thumb, product.small
+    )
+    assert verify(product, one) == verify_module.NOT_VERIFIED  # one keypoint: no ratio test possible
+    assert not verify_module.NOT_VERIFIED.verified and verify_module.NOT_VERIFIED.region is None
+
+
+def _spy(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = verify_module._good_matches
+    monkeypatch.setattr(verify_module, "_good_matches", lambda q, c: calls.append(len(q)) or real(q, c))
+    return calls
+
+
+def test_the_quick_look_counts_its_matches_and_the_full_match_adds_the_rest(monkeypatch):
+    query, other = extract(_texture(0)), extract(_texture(2))
+    quick = verify_module._good_matches(query.descriptors[:150], other.descriptors)
+    assert 0 < len(quick) < verify_module.QUICK_MATCHES
+    calls = _spy(monkeypatch)
+    assert verify(query, other) == verify_module.Verification(0, len(quick), None, False)
+    assert calls == [150]
+    copy = extract(_texture(0).resize((360, 360)))
+    every = verify_module._good_matches(query.descriptors, copy.descriptors)
+    calls.clear()
+    result = verify(query, copy)
+    assert calls == [150, len(query.descriptors) - 150]
+    assert result.matches == len(every) > len(verify_module._good_matches(query.descriptors[:150], copy.descriptors))
+
+
+@pytest.mark.parametrize(("keypoints", "matched"), [(300, [300]), (301, [150, 151]), (400, [150, 250])])
+def test_the_quick_look_applies_past_twice_its_keypoints(monkeypatch, keypoints, matched):
+    full = QueryFeatures(_texture(0)).features
+    assert len(full.descriptors) >= 400
+    query = replace(full, points=full.points[:keypoints], descriptors=full.descriptors[:keypoints])
+    copy = extract(_texture(0).resize((360, 360)))
+    calls = _spy(monkeypatch)
+    assert verify(query, copy).identical  # enough of a copy's keypoints pass the quick look
+    assert calls == matched
+
+
+def test_an_unaligned_pair_is_not_compared_and_a_catalogue_query_is_never_compared():
+    unaligned = verify_module._verify(QueryFeatures(PRODUCTS[1]).features, extract(PRODUCTS[2]))
+    assert unaligned.inliers > 0 and not unaligned.aligned  # evidence, but not enough to correspond
+    assert unaligned.comparison == verify_module.NOT_COMPARED
+    # Catalogue features keep no photo: they align, and the whole-product comparison is not made.
+    catalogue = extract(PRODUCTS[0])
+    assert catalogue.rgb is None and catalogue.rgb_scale == 1.0
+    aligned = verify_module._verify(catalogue, extract(PRODUCTS[0].resize((300, 300))))
+    assert aligned.aligned and aligned.comparison == verify_module.NOT_COMPARED and not aligned.identical
+
+
+Q, M, C = object(), object(), object()  # the query, its mirror, a candidate: _verify is replaced below
+PLAIN_IDENTICAL = verification(agreement=0.96)
+ALIGNED_APART = verification(largest=0.1)  # aligned, a region differs: not identical
+VERIFIED_ONLY = verification(agreement=0.5)
+
+
+@pytest.mark.parametrize(
+    ("plain", "flipped", "tried", "kept"),
+    [
+        (verification(agreement=0.97), PLAIN_IDENTICAL, False, "plain"),  # clearly identical: no mirror needed
+        (verification(agreement=0.99), PLAIN_IDENTICAL, False, "plain"),
+        (PLAIN_IDENTICAL, verification(agreement=0.99), True, "plain"),  # both identical: the photo as it came
+        (PLAIN_IDENTICAL, ALIGNED_APART, True, "plain"),
+        (ALIGNED_APART, PLAIN_IDENTICAL, True, "flipped"),  # identical only mirrored
+        (VERIFIED_ONLY, ALIGNED_APART, True, "flipped"),  # aligned only mirrored
+        (ALIGNED_APART, VERIFIED_ONLY, True, "plain"),
+        (verification(largest=0.2), ALIGNED_APART, True, "flipped"),  # both aligned: the closer comparison
+        (ALIGNED_APART, verification(largest=0.2), True, "plain"),
+        (ALIGNED_APART, ALIGNED_APART, True, "plain"),
+        (VERIFIED_ONLY, verification(agreement=0.6), True, "flipped"),  # neither aligned: clearly better pixels
+        (VERIFIED_ONLY, verification(agreement=0.51), True, "plain"),  # within 0.02: the photo as it came
+        (VERIFIED_ONLY, verification(inliers=11, agreement=0.9), True, "plain"),  # better pixels, unverified
+        (verification(inliers=0, agreement=0.0), verification(inliers=12, agreement=0.3), True, "flipped"),
+    ],
+)
+def test_which_reading_verify_keeps(monkeypatch, plain, flipped, tried, kept):
+    monkeypatch.setattr(verify_module, "_verify", lambda query, candidate: plain if query is Q else flipped)
+    mirrored: list[object] = []
+    result = verify(Q, C, lambda: mirrored.append(M) or M)
+    assert (len(mirrored) == 1) is tried
+    assert result == (replace(flipped, mirrored=True) if kept == "flipped" else plain)
+    assert verify(Q, C) == plain  # no mirror to try
+
+
+def test_a_small_query_is_enlarged_for_detection_and_compared_as_it_came():
+    for size, scale, enlarged in [((200, 150), 256 / 150, (341, 256)), ((100, 120), 2.56, (256, 307))]:
+        photo = PRODUCTS[0].resize(size)
+        query = QueryFeatures(photo)
+        assert query.scale == pytest.approx(scale) and query.image.size == enlarged
+        features, mirrored = query.features, query.mirrored()
+        assert features.size == mirrored.size == enlarged  # keypoints in the enlarged image's pixels
+        np.testing.assert_array_equal(features.rgb, np.asarray(photo))  # the photo itself, not enlarged
+        np.testing.assert_array_equal(mirrored.rgb, np.asarray(ImageOps.mirror(photo)))
+        assert features.rgb_scale == mirrored.rgb_scale == pytest.approx(scale)
+    for size in [(160, 160), (320, 200)]:  # not small: detected and compared as it came
+        photo = PRODUCTS[0].resize(size)
+        query = QueryFeatures(photo)
+        assert query.scale == 1.0 and query.image is photo and query.features.size == size
+        assert query.features.rgb_scale == 1.0 and query.mirrored().rgb_scale == 1.0
+        np.testing.assert_array_equal(query.features.rgb, np.asarray(photo))
+
+
+def test_a_small_query_is_compared_in_its_own_pixels(monkeypatch):
+    compared = []
+    real = verify_module.compare
+    monkeypatch.setattr(verify_module, "compare", lambda *args: compared.append(args) or real(*args))
+    photo = PRODUCTS[0].resize((150, 150))
+    result = check(photo, PRODUCTS[0])
+    assert result.identical and not result.mirrored
+    rgb, _, size, transform = compared[0]
+    assert rgb.shape == (150, 150, 3) and size == (320, 320)
+    # The transform takes the photo's pixels, not the enlarged image's, to the catalogue image's.
+    assert np.sqrt(abs(np.linalg.det(transform[:, :2]))) == pytest.approx(320 / 150, rel=0.03)
+    corner = transform @ [150.0, 150.0, 1.0]
+    np.testing.assert_allclose(corner, [320.0, 320.0], atol=6.0)
+
+
+class _RecordingPool(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted: list[str] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted.append(fn.__name__)
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_with_a_pool_both_readings_are_extracted_there_at_once():
+    image = _texture(5).resize((240, 200))
+    with _RecordingPool() as pool:
+        query = QueryFeatures(image, pool)
+        assert pool.submitted == ["_detect", "_mirror"]  # both started before anything asks for them
+        features, mirrored = query.features, query.mirrored()
+    assert pool.submitted == ["_detect", "_mirror"]  # and nothing else
+    alone = QueryFeatures(image)
+    np.testing.assert_array_equal(features.points, alone.features.points)
+    np.testing.assert_array_equal(mirrored.points, alone.mirrored().points)
+    np.testing.assert_array_equal(mirrored.descriptors, alone.mirrored().descriptors)
