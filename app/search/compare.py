@@ -69,7 +69,9 @@ def compare(query: np.ndarray, candidate: np.ndarray, size: tuple[int, int], tra
         return NOT_COMPARED
     scale = min(candidate.shape[1] / size[0], 1.0 / max(query_step, 1e-6))
     target = (max(8, round(size[0] * scale)), max(8, round(size[1] * scale)))
-    catalogue = candidate if target == candidate.shape[1::-1] else cv2.resize(candidate, target, cv2.INTER_AREA)
+    catalogue = candidate
+    if target != candidate.shape[1::-1]:  # averaged down (the flag by name: the third positional is dst)
+        catalogue = cv2.resize(candidate, target, interpolation=cv2.INTER_AREA)
     to_target = transform * scale
     shrink = scale * query_step  # target pixels per query pixel, at most 1
     if (
@@ -129,8 +131,9 @@ def _recolour(
     overlapping pixel: a white background pins it, so a part lighter or darker than its counterpart, a skin
     tone, cannot pass for a brighter photo; the price is that a brightened photo of a product filling its
     whole frame reads as a difference, while darkened ones pass)."""
-    query_hsv = cv2.cvtColor(np.clip(warped, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
-    cat_hsv = cv2.cvtColor(catalogue, cv2.COLOR_RGB2HSV).astype(np.float32)
+    # float64: in float32 a hue turn of exactly 60° reads 60.0000076 and fails its own inclusive limit.
+    query_hsv = cv2.cvtColor(np.clip(warped, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float64)
+    cat_hsv = cv2.cvtColor(catalogue, cv2.COLOR_RGB2HSV).astype(np.float64)
     lit = valid & (query_hsv[..., 2] > 40)
     value_gain = float(np.median(cat_hsv[..., 2][lit] / query_hsv[..., 2][lit])) if lit.sum() > MIN_PIXELS else 1.0
     coloured = subjects & (query_hsv[..., 1] > 50) & (cat_hsv[..., 1] > 50)

@@ -3,11 +3,12 @@ in another colour, another glyph on the same frame, a part alone or a product in
 
 import colorsys
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
-from app.search.compare import compare, small_copy
+from app.search.compare import NOT_COMPARED, compare, small_copy
 from app.search.verify import MAX_REGION, MIN_VISIBLE
 
 SIDE = 256
@@ -120,3 +121,163 @@ def test_colours_are_compared_in_hsv_as_a_photo_editor_changes_them():
     r, g, b = colorsys.hsv_to_rgb(0.1, 0.8, 0.9)
     product = drawing(skin=(round(r * 255), round(g * 255), round(b * 255)))
     assert compared(shifted_colours(product, 40, 1.0, 1.0), product).colour_ok
+
+
+# Synthetic flat images, their colours given in OpenCV's HSV (hue 0..180 for 0..360 degrees), so that a colour
+# change is known to the unit.
+
+
+def flat(hsv_colours, side: int = 64, background=(255, 255, 255)) -> np.ndarray:
+    """A square of one colour filling most of a `side` x `side` image on `background`; `hsv_colours` a list of
+    (share of the square's columns, (h, s, v)) from the left, or a single (h, s, v)."""
+    if isinstance(hsv_colours[0], int):
+        hsv_colours = [(1.0, hsv_colours)]
+    image = np.zeros((side, side, 3), np.uint8)
+    image[:] = background
+    low, high = side // 10, side - side // 10
+    left = low
+    for share, hsv in hsv_colours:
+        right = min(high, left + round(share * (high - low)))
+        image[low:high, left:right] = cv2.cvtColor(np.uint8([[hsv]]), cv2.COLOR_HSV2RGB)[0, 0]
+        left = right
+    return image
+
+
+def flat_compared(query: np.ndarray, catalogue: np.ndarray):
+    return compare(query, small_copy(catalogue), (catalogue.shape[1], catalogue.shape[0]), IDENTITY)
+
+
+@pytest.mark.parametrize(
+    ("query", "catalogue", "within"),
+    [
+        # the hue turned by 59.6 degrees (a mean of 30 and 29 units), inside the 60 degree limit, and 62 past it
+        ((40, 200, 220), [(0.8, (70, 200, 220)), (0.2, (69, 200, 220))], True),
+        ((70, 200, 220), [(0.8, (40, 200, 220)), (0.2, (41, 200, 220))], True),
+        ((40, 200, 220), (71, 200, 220), False),
+        ((71, 200, 220), (40, 200, 220), False),
+        # saturation gains: 1.5 and 0.66 inside, 1.52 and 0.64 past
+        ((100, 100, 220), (100, 150, 220), True),
+        ((100, 100, 220), (100, 152, 220), False),
+        ((100, 200, 153), (100, 132, 153), True),
+        ((100, 200, 153), (100, 128, 153), False),
+        # value gains (the square fills most of the frame, so it outweighs the white background): 1.25 and 0.8
+        # inside, 1.26 and 0.79 past
+        ((100, 200, 160), (100, 200, 200), True),
+        ((100, 200, 160), (100, 200, 202), False),
+        ((100, 200, 250), (100, 200, 200), True),
+        ((100, 200, 250), (100, 200, 198), False),
+    ],
+)
+def test_a_colour_change_is_within_its_bounds_up_to_their_limits(query, catalogue, within):
+    result = flat_compared(flat(query, side=80), flat(catalogue, side=80))
+    assert result.colour_ok is within, result
+    if not within:
+        assert result.different == 1.0 and result.largest == 1.0
+
+
+@pytest.mark.parametrize(
+    ("query", "catalogue"),
+    [((40, 200, 220), (70, 200, 220)), ((0, 200, 153), (0, 130, 153))],
+    ids=["hue-turn-60-degrees", "saturation-gain-0.65"],
+)
+def test_a_colour_change_exactly_at_its_limit_is_within(query, catalogue):
+    assert flat_compared(flat(query), flat(catalogue)).colour_ok
+
+
+@pytest.mark.parametrize(("red", "differs"), [(255 - 24, False), (255 - 25, True)])
+def test_white_stays_white_through_the_colour_change(red, differs):
+    """Unsaturated pixels keep their saturation of 0 (no hue leaks into white): a white part DIFFERENT away from
+    its counterpart in the catalogue image is still the same, one a unit further is a difference."""
+    query = flat((0, 0, 255), background=(0, 0, 0))
+    catalogue = query.copy()
+    catalogue[query[..., 0] == 255] = (red, 255, 255)
+    result = flat_compared(query, catalogue)
+    assert result.colour_ok
+    if differs:
+        assert result.different > 0.9 and result.largest > 0.9, result
+    else:
+        assert result.different == 0.0 and result.largest == 0.0, result
+
+
+def test_a_banner_over_a_coloured_background_is_an_occluder():
+    """The background's colour is the median of the four edges, channel by channel: on a blue background the
+    product is the white panel alone, and a dark banner across the top lies over the background. (A banner
+    in a vivid colour over a vivid background would be taken for a colour change: the change is estimated
+    before the occluders are found.)"""
+    catalogue = Image.new("RGB", (SIDE, SIDE), (40, 120, 200))
+    ImageDraw.Draw(catalogue).rectangle((70, 70, 186, 186), fill="white", outline="black", width=5)
+    query = catalogue.copy()
+    ImageDraw.Draw(query).rectangle((0, 0, SIDE, 30), fill=(30, 30, 30))
+    ImageDraw.Draw(query).text((10, 10), "HOT SALE -50%", fill="white")
+    result = compared(query, catalogue)
+    assert result.occluded > 0.05 and result.largest <= MAX_REGION and result.visible > 0.95, result
+    assert compared(catalogue, catalogue).visible == 1.0
+
+
+def test_a_banner_over_the_product_alone_is_a_difference():
+    """An occluder lies over the background as much as over the product: a bar across the product only (away
+    from the background, though it reaches the image's edge through it) is not one."""
+    catalogue = Image.new("RGB", (SIDE, SIDE), "white")
+    ImageDraw.Draw(catalogue).rectangle((0, 60, SIDE, 196), fill=(90, 140, 220))
+    query = catalogue.copy()
+    ImageDraw.Draw(query).rectangle((0, 100, SIDE, 150), fill=(230, 30, 30))
+    result = compared(query, catalogue)
+    assert result.occluded < 0.01 and result.largest > MAX_REGION, result
+
+
+def test_strokes_that_differ_inside_the_frame_count_but_not_near_its_edge():
+    """A thin stroke (a pixel wide: no region to weigh, the tolerance of a pixel hides it) is an edge the other
+    image lacks; within the frame's margin (4% of the side) it is taken for a pasted photo's edge."""
+    catalogue = Image.new("RGB", (128, 128), "white")
+    ImageDraw.Draw(catalogue).rectangle((30, 30, 97, 97), outline="black", width=3)
+    inside, near_the_edge = catalogue.copy(), catalogue.copy()
+    ImageDraw.Draw(inside).line((40, 60, 88, 60), fill="black", width=1)
+    ImageDraw.Draw(near_the_edge).line((20, 3, 108, 3), fill="black", width=1)  # the margin: 5 pixels
+    assert compared(catalogue, catalogue).strokes == 0.0
+    result = compared(inside, catalogue)
+    assert result.strokes > 0.1 and result.largest == 0.0, result
+    result = compared(near_the_edge, catalogue)
+    assert result.strokes == 0.0 and result.largest == 0.0, result
+
+
+def test_a_query_smaller_than_the_small_copy_is_compared_at_its_resolution():
+    """A quarter-size query: the catalogue image is brought down to the query's resolution, not the query up."""
+    product = drawing()
+    quarter = product.resize((64, 64), Image.LANCZOS)
+    result = compared(quarter, product, IDENTITY * 4)
+    assert result.colour_ok and result.largest <= MAX_REGION and result.visible > 0.95, result
+
+
+@pytest.mark.parametrize(("step", "is_compared"), [(0.05, True), (0.049, False), (19.9, True), (20.5, False)])
+def test_an_alignment_too_squeezed_or_stretched_is_not_compared(step, is_compared):
+    """Query pixels worth between 1/20 and 20 catalogue pixels are compared; beyond, the fit is degenerate."""
+    catalogue = drawing().resize((160, 160), Image.LANCZOS)
+    query = catalogue.resize((round(160 / step),) * 2, Image.LANCZOS)
+    result = compared(query, catalogue, IDENTITY * step)
+    if is_compared:
+        assert result.colour_ok and result.visible > 0.9, result
+    else:
+        assert result == NOT_COMPARED
+
+
+def test_small_copy_keeps_the_aspect_ratio_within_the_side():
+    wide = np.zeros((256, 512, 3), np.uint8)
+    assert small_copy(wide).shape == (64, 128, 3)
+    tall = np.zeros((600, 150, 3), np.uint8)
+    assert small_copy(tall).shape == (128, 32, 3)
+    assert small_copy(np.zeros((2000, 40, 3), np.uint8)).shape == (128, 8, 3)  # never under 8 pixels
+    small = np.zeros((100, 60, 3), np.uint8)
+    assert small_copy(small) is small
+
+
+def test_a_fine_print_is_averaged_when_the_catalogue_image_is_brought_down_to_the_query():
+    """A product printed in 1-pixel stripes and an exact third-size copy of it (area-averaged, the way a
+    camera or a thumbnailer averages): at the query's resolution the two are the same."""
+    catalogue = Image.new("RGB", (120, 120), "white")
+    draw = ImageDraw.Draw(catalogue)
+    draw.rectangle((12, 12, 107, 107), fill=(90, 140, 220), outline="black", width=3)
+    for y in range(24, 96, 2):
+        draw.line((24, y, 95, y), fill=(250, 204, 60), width=1)
+    third = catalogue.resize((40, 40), Image.BOX)
+    result = compared(third, catalogue, IDENTITY * 3)
+    assert result.colour_ok and result.largest <= MAX_REGION and result.strokes < 0.1, result
