@@ -127,7 +127,10 @@ class SavedSearches:
         found = 0
         for saved_id, photo_hash, checked_to in stale:
             if checked_to < newest:
-                found += self._check(saved_id, photo_hash, checked_to, newest)
+                try:
+                    found += self._check(saved_id, photo_hash, checked_to, newest)
+                except Exception:  # one saved search's trouble does not stop the others'
+                    log.exception("saved search %s: check failed", saved_id)
         self._deliver()
         return found
 

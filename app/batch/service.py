@@ -7,6 +7,7 @@ problem with the whole upload refuses the job. The uploaded files go once the jo
 
 import csv
 import io
+import logging
 import shutil
 import threading
 import uuid
@@ -29,6 +30,7 @@ from app.ingest.intake import ZIP_MAGIC, save_upload
 from app.search.options import QueryPhoto, SearchFilters, SearchOptions
 from app.search.pipeline import SearchResult, SearchService
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 FINISHED = ("done", "failed", "cancelled")
 MAX_TOP_K = 10
@@ -198,6 +200,9 @@ class BatchQueries:
             return None, str(exc) or type(exc).__name__
         except (InvalidInputError, PayloadTooLargeError) as exc:
             return None, str(exc)
+        except Exception as exc:  # anything else: this photo's error, so that one bad photo cannot stall the job
+            log.exception("query job %s: photo %s", job_id, name)
+            return None, f"could not be searched ({type(exc).__name__})"
 
     def _record(self, job_id: str, number: int, answer: dict[str, Any] | None, error: str | None) -> None:
         with self.sessions.begin() as session:

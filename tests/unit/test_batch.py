@@ -135,3 +135,22 @@ def test_url_lists_take_a_url_or_image_column_or_one_url_per_line():
     assert read_urls(b"\xef\xbb\xbfimage\nhttp://a/1.jpg\n") == ["http://a/1.jpg"]
     with pytest.raises(InvalidInputError, match="UTF-8"):
         read_urls(b"\xff\xfe\x00h")
+
+
+def test_a_photo_the_search_cannot_handle_is_that_photos_error_not_a_stalled_job(services, catalogue, monkeypatch):
+    job = services.queries.submit(
+        "p.zip", photos_zip(catalogue, ["F001-P001-1.jpg", "F002-P001-1.jpg"]), QueryPlan(), SELLER
+    )
+    search, calls = services.search.run, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("an unexpected failure")
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(services.search, "run", flaky)
+    run_to_end(services.queries)
+    first, second = services.queries.results(job.id, SELLER)
+    assert first.error == "could not be searched (RuntimeError)" and second.answer is not None
+    assert services.queries.get(job.id, SELLER).state == "done"
