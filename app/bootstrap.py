@@ -9,7 +9,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.keys import KeyStore
-from app.alerts.runner import AlertRunner
 from app.alerts.service import SavedSearches
 from app.batch.runner import BatchRunner
 from app.batch.service import BatchQueries
@@ -21,6 +20,7 @@ from app.catalog.service import CatalogService
 from app.core.config import Settings
 from app.core.cores import usable_cores
 from app.core.metrics import Metrics
+from app.core.periodic import Periodic
 from app.database import open_database
 from app.ingest.archive import ZipLimits
 from app.ingest.fetch import Fetcher, FetchPolicy
@@ -60,7 +60,7 @@ class Services:
     queries: BatchQueries  # batch query jobs
     query_runner: BatchRunner  # started by the server only
     saved: SavedSearches  # saved searches
-    alert_runner: AlertRunner  # started by the server only
+    alert_runner: Periodic  # checks the saved searches; started by the server only
     search_counts: SearchCounter  # how often each product was shown; written by a thread the server starts
 
     @property
@@ -268,7 +268,7 @@ def build_services(
         queries,
         query_runner,
         saved,
-        AlertRunner(saved, settings.saved_search_interval_s),
+        Periodic("saved-searches", settings.saved_search_interval_s, saved.check_all),
         SearchCounter(sessions),
     )
 

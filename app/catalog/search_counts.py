@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalog.models import Product, ProductSearchCount
 from app.core.db import utcnow
+from app.core.periodic import Periodic
 
 FLUSH_S = 10.0
 
@@ -34,8 +35,7 @@ class SearchCounter:
         self._shown: Counter[str] = Counter()
         self._confident: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._writer = Periodic("search-counts", flush_s, self.flush)
 
     def record(self, shown: set[str], confident: set[str]) -> None:
         """One search's page: the products it showed, and those among them it called confident matches."""
@@ -71,18 +71,9 @@ class SearchCounter:
             return [SearchCount(r.product_id, r.shown, r.confident, r.last_at) for r in rows]
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="search-counts", daemon=True)
-            self._thread.start()
+        self._writer.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Stop writing every few seconds, and write what is left."""
+        self._writer.stop()
         self.flush()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_s):
-            self.flush()
