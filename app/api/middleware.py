@@ -40,7 +40,7 @@ class BodySizeLimit:
                 self.reject("body_too_large")
                 await send_json(send, 413, f"request body is larger than the {max_bytes:,}-byte limit")
                 return
-            receive = _capped(receive, max_bytes)
+            receive = _capped(receive, max_bytes, self.reject)
         await self.app(scope, receive, send)
 
 
@@ -48,7 +48,7 @@ def _under(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
-def _capped(receive: Receive, max_bytes: int) -> Receive:
+def _capped(receive: Receive, max_bytes: int, reject: Reject) -> Receive:
     seen = 0
 
     async def capped() -> Message:
@@ -56,6 +56,7 @@ def _capped(receive: Receive, max_bytes: int) -> Receive:
         message = await receive()
         seen += len(message.get("body", b""))
         if seen > max_bytes:  # a chunked body that did not declare its length
+            reject("body_too_large")  # counted like a declared one
             raise BodyTooLarge(max_bytes)
         return message
 
