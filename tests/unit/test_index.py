@@ -1,6 +1,7 @@
 """FAISS index: upserts, deletes, persistence, atomic saves, embedder mismatch, concurrent use."""
 
 import json
+import logging
 import threading
 
 import numpy as np
@@ -236,3 +237,111 @@ def test_filtered_index_search_returns_only_allowed_ids(tmp_path, kind):
     assert set(ids[0][ids[0] >= 0].tolist()) == set(allowed.tolist())  # few allowed: all found, even in IVF
     assert ids[0][0] == 1500 and scores[0][0] == pytest.approx(1.0, abs=0.02)
     assert index.search(vectors[0], 5, np.array([], dtype=np.int64))[1].shape == (1, 0)
+
+
+def test_fresh_index_is_clean_and_empty_results_keep_their_dtypes(tmp_path):
+    index = FaissIndex.open(tmp_path, "m", 16)
+    assert index.dirty is False
+    scores, ids = index.search(unit(2), 3)  # empty index
+    assert scores.shape == ids.shape == (2, 0) and scores.dtype == np.float32 and ids.dtype == np.int64
+    index.upsert(np.arange(5), unit(5))
+    assert index.dirty is True
+    scores, ids = index.search(unit(2), 3, np.array([], dtype=np.int64))  # nothing allowed
+    assert scores.shape == ids.shape == (2, 0) and scores.dtype == np.float32 and ids.dtype == np.int64
+    index.save()
+    assert index.dirty is False
+
+
+def test_auto_policy_wants_ivf_from_exactly_the_threshold(tmp_path):
+    index = FaissIndex.open(tmp_path, "m", 16, "auto", ivf_threshold=10)
+    index.upsert(np.arange(9), unit(9))
+    assert not index.wants_rebuild  # one short
+    index.upsert(np.array([9]), unit(1, seed=1))
+    assert index.wants_rebuild  # 10 of 10
+    assert FaissIndex.build(tmp_path / "b", "m", 32, "auto", np.arange(999), clustered_unit(999), 1000).kind == "flat"
+    built = FaissIndex.build(tmp_path / "c", "m", 32, "auto", np.arange(1000), clustered_unit(1000), 1000)
+    assert built.kind == "ivf-sq8" and len(built) == 1000
+
+
+def test_a_rebuild_keeps_vectors_replaced_meanwhile_and_writes_go_on_after_it(tmp_path):
+    vectors = clustered_unit(2200)
+    index = FaissIndex.open(tmp_path, "m", 32, "auto", ivf_threshold=2000)
+    index.upsert(np.arange(2000), vectors[:2000])
+    index.begin_rebuild()
+    snapshot_ids, snapshot = index.ids(), vectors[:2000]
+    index.upsert(np.array([10]), vectors[[2100]])  # id 10 changed while the IVF index was built
+    index.finish_rebuild(snapshot_ids, snapshot)
+    assert index.kind == "ivf-sq8" and len(index) == 2000
+    scores, found = index.search(vectors[2100], 1)
+    assert found[0, 0] == 10 and scores[0, 0] == pytest.approx(1.0, abs=0.02)
+    _, found = index.search(vectors[10], 1)
+    assert found[0, 0] != 10  # its old vector is gone
+    index.upsert(np.array([5000]), vectors[[2150]])  # writes after the rebuild are no longer logged
+    assert index.remove(np.array([11])) == 1
+    assert len(index) == 2000 and 5000 in set(index.ids().tolist()) and 11 not in set(index.ids().tolist())
+
+
+def test_a_failed_rebuild_leaves_the_flat_index_working_and_asks_again(tmp_path):
+    index = FaissIndex.open(tmp_path, "m", 16, "auto", ivf_threshold=5)
+    index.upsert(np.arange(5), unit(5))
+    assert index.wants_rebuild
+    index.begin_rebuild()
+    assert not index.wants_rebuild  # one at a time
+    with pytest.raises(RuntimeError):  # 5 vectors cannot train 16 lists
+        index.finish_rebuild(index.ids(), unit(5))
+    assert index.kind == "flat" and index.wants_rebuild
+    index.upsert(np.array([7]), unit(1, seed=2))
+    assert sorted(index.ids().tolist()) == [0, 1, 2, 3, 4, 7]
+
+
+def test_preload_of_a_file_gone_meanwhile_reports_nothing_done(tmp_path):
+    vectors = clustered_unit(2000)
+    FaissIndex.build(tmp_path, "m", 32, "ivf-sq8", np.arange(2000), vectors).save()
+    index = FaissIndex.open(tmp_path, "m", 32, "ivf-sq8")
+    (tmp_path / json.loads((tmp_path / "meta.json").read_text())["file"]).unlink()  # as a newer save does
+    assert index.preload() is False
+    assert index.describe().endswith("memory-mapped") and len(index) == 2000
+    _, found = index.search(vectors[3], 1)
+    assert found[0, 0] == 3
+
+
+def test_a_refused_upsert_leaves_an_opened_index_unchanged(tmp_path):
+    FaissIndex.build(tmp_path, "m", 16, "flat", np.arange(3), unit(3)).save()
+    generation = json.loads((tmp_path / "meta.json").read_text())["generation"]
+    index = FaissIndex.open(tmp_path, "m", 16)
+    with pytest.raises(ValueError):
+        index.upsert(np.array(["not-an-id"]), unit(1))
+    assert not index.dirty and len(index) == 3
+    index.save()  # still what the file holds: nothing to write
+    assert json.loads((tmp_path / "meta.json").read_text())["generation"] == generation
+
+
+def _damage_reason(tmp_path, caplog) -> str:
+    with caplog.at_level(logging.WARNING, logger="index"):
+        index = FaissIndex.open(tmp_path, "m", 16)
+    assert len(index) == 0 and index.dirty
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    return str(record.args[0])
+
+
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ({"dim": 16}, "meta.json is unreadable (no embedder, file)"),
+        ({"embedder": "m", "dim": 16, "file": "../faiss-000001.index"}, "not in the index directory"),
+        ({"embedder": "m", "dim": 16, "file": "sub\\faiss-000001.index"}, "not in the index directory"),
+    ],
+)
+def test_a_damaged_meta_warning_says_what_is_wrong(tmp_path, caplog, meta, reason):
+    FaissIndex.build(tmp_path, "m", 16, "flat", np.arange(3), unit(3)).save()
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert reason in _damage_reason(tmp_path, caplog)
+
+
+def test_an_unreadable_meta_warning_quotes_at_most_200_characters_of_the_error(tmp_path, caplog):
+    directory = tmp_path / ("d" * 200)
+    directory.mkdir()
+    (directory / "meta.json").mkdir()  # reading it fails with an error that names its long path
+    reason = _damage_reason(directory, caplog)
+    assert reason.startswith("meta.json is unreadable (") and reason.endswith(")")
+    assert len(reason) == len("meta.json is unreadable ()") + 200
