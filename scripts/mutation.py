@@ -47,7 +47,7 @@ DECIDING: dict[str, list[str]] = {
     "app/ingest/manifest.py": [f"{UNIT}/test_manifest.py"],
     "app/ingest/archive.py": [f"{UNIT}/test_archive.py", f"{API}/test_ingest_jobs_api.py"],
     "app/ingest/fetch.py": [f"{UNIT}/test_fetch.py"],
-    "app/ingest/intake.py": [f"{API}/test_ingest_jobs_api.py", f"{API}/test_limits.py"],
+    "app/ingest/intake.py": [f"{UNIT}/test_intake.py", f"{API}/test_ingest_jobs_api.py", f"{API}/test_limits.py"],
     "embeddings/loader.py": [f"{UNIT}/test_loader.py"],
     # durability
     "app/ingest/pipeline.py": [f"{UNIT}/test_ingest.py", f"{UNIT}/test_jobs.py"],
