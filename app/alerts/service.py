@@ -193,9 +193,7 @@ class SavedSearches:
 
     def _visible(self, session: Session, saved_id: int, viewer: Principal) -> SavedSearch:
         saved = session.get(SavedSearch, saved_id)
-        if saved is None or not (
-            viewer.is_admin or (viewer.key_id is not None and saved.owner_key_id == viewer.key_id)
-        ):
+        if saved is None or not viewer.owns(saved.owner_key_id):
             raise NotFoundError(f"saved search {saved_id} not found")
         return saved
 

@@ -225,7 +225,7 @@ class BatchQueries:
 
     def _visible(self, session: Session, job_id: str, viewer: Principal) -> QueryJob:
         job = session.get(QueryJob, job_id)
-        if job is None or not (viewer.is_admin or (job.owner_key_id is not None and job.owner_key_id == viewer.key_id)):
+        if job is None or not viewer.owns(job.owner_key_id):
             raise NotFoundError(f"query job {job_id!r} not found")
         return job
 

@@ -28,6 +28,10 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
 
+    def owns(self, owner_key_id: int | None) -> bool:
+        """What a key made (a batch query job, a saved search) is its own, and every admin's to see."""
+        return self.is_admin or (owner_key_id is not None and owner_key_id == self.key_id)
+
     def may_write(self, factory_id: str) -> bool:
         return self.is_admin or (self.role == Role.FACTORY and factory_id in self.factory_ids)
 
