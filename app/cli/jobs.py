@@ -1,4 +1,4 @@
-"""`sourcelens jobs submit|status|watch|cancel|list`: ingest jobs on a running service (`--server`, `--key`)."""
+"""`sourcelens jobs submit|status|watch|cancel|errors|list`: ingest jobs on a running service (`--server`, `--key`)."""
 
 import argparse
 import sys
@@ -24,6 +24,7 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         ("status", cmd_status, "a job's report"),
         ("watch", cmd_watch, "follow a job to its end, with a progress bar"),
         ("cancel", cmd_cancel, "stop a job after its batch in hand (what it stored stays)"),
+        ("errors", cmd_errors, "its failed rows as CSV, with an error column (to fix and send again)"),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("job_id")
@@ -65,6 +66,12 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     with client_for(args) as lens:
         _show(lens.cancel_job(args.job_id), args.json)
+    return 0
+
+
+def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
+    with client_for(args) as lens:
+        sys.stdout.write(lens.job_errors_csv(args.job_id))
     return 0
 
 

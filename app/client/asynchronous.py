@@ -210,6 +210,10 @@ class AsyncSourceLens:
     async def jobs(self, offset: int = 0, limit: int = 20) -> list[IngestJobRead]:
         return await self._send(calls.jobs(offset, limit))
 
+    async def job_errors_csv(self, job_id: str) -> str:
+        """Every failed row of the job as CSV, with an error column."""
+        return await self._send(calls.job_errors_csv(job_id))
+
     async def cancel_job(self, job_id: str) -> IngestJobRead:
         return await self._send(calls.cancel_job(job_id))
 

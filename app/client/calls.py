@@ -130,6 +130,11 @@ def jobs(offset: int = 0, limit: int = 20) -> Call:
     return Call(Request("GET", f"{API}/ingest-jobs", params=_paged(offset, limit)), list[IngestJobRead])
 
 
+def job_errors_csv(job_id: str) -> Call:
+    """Every failed row of an ingest job as CSV, with an error column: the rows to fix and send again."""
+    return Call(Request("GET", f"{API}/ingest-jobs/{job_id}/errors"), str)
+
+
 def cancel_job(job_id: str) -> Call:
     return Call(Request("DELETE", f"{API}/ingest-jobs/{job_id}"), IngestJobRead)
 

@@ -204,6 +204,10 @@ class SourceLens:
     def jobs(self, offset: int = 0, limit: int = 20) -> list[IngestJobRead]:
         return self._send(calls.jobs(offset, limit))
 
+    def job_errors_csv(self, job_id: str) -> str:
+        """Every failed row of the job as CSV, with an error column."""
+        return self._send(calls.job_errors_csv(job_id))
+
     def cancel_job(self, job_id: str) -> IngestJobRead:
         return self._send(calls.cancel_job(job_id))
 

@@ -61,6 +61,14 @@ class IngestReport:
         )
 
 
+@dataclass(frozen=True)
+class FailedRow:
+    line: int
+    image: str
+    reason: str
+    row: dict[str, Any]  # the manifest row as read; empty when the row itself was unreadable
+
+
 class JobStore:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -170,6 +178,17 @@ class JobStore:
         if viewer is not None and not viewer.sees_job(report.factory_ids):
             raise NotFoundError(f"ingest job {job_id!r} not found")
         return report
+
+    def failed_rows(self, job_id: str, viewer: Principal) -> list[FailedRow]:
+        """Every failed row of the job, by line, with what was read from it (nothing for a row that could
+        not be read): the rows a factory fixes and uploads again."""
+        self.report(job_id, max_errors=0, viewer=viewer)  # 404 for a job the viewer may not see
+        query = select(IngestItem.line, IngestItem.image, IngestItem.reason, IngestItem.row).where(
+            IngestItem.job_id == job_id, IngestItem.outcome == "failed"
+        )
+        with self.sessions() as session:
+            found = session.execute(query.order_by(IngestItem.line, IngestItem.id))
+            return [FailedRow(line, image, reason or "", row or {}) for line, image, reason, row in found]
 
     def recent(
         self, *, offset: int = 0, limit: int = 50, max_errors: int = 20, viewer: Principal | None = None

@@ -103,6 +103,10 @@ def calls(ids: dict[str, object]) -> dict[tuple[str, str], list[Call]]:
             Call("POST", "/api/v1/products/PA2/images", files=photo),
             Call("POST", "/api/v1/products/PB1/images", files=photo, other=True),
         ],
+        ("GET", "/api/v1/ingest-jobs/{job_id}/errors"): [
+            Call("GET", f"/api/v1/ingest-jobs/{ids['job_a']}/errors"),
+            Call("GET", f"/api/v1/ingest-jobs/{ids['job_b']}/errors", other=True),
+        ],
         ("POST", "/api/v1/ingest-jobs"): [
             Call("POST", "/api/v1/ingest-jobs", files={"file": ("urls.csv", csv, "text/csv")}),
         ],

@@ -1,5 +1,8 @@
 """Ingest jobs through the API: ZIP and URL uploads, refusals, idempotent re-runs, per-item errors."""
 
+import csv
+import io
+
 import pytest
 from fastapi.testclient import TestClient
 from helpers import authorize
@@ -7,6 +10,7 @@ from jobtools import catalogue_zip, image_server, wait_for_job, zip_of
 from sqlalchemy import func, select
 
 from app.catalog.models import Image
+from app.ingest.manifest import KNOWN_COLUMNS
 from app.main import create_app
 
 
@@ -202,3 +206,40 @@ def test_a_locked_database_answers_503_with_retry_after(client_for):
     assert "busy" in busy.json()["detail"]
     assert client.get("/api/v1/factories/F1").json()["name"] == "Acme"  # nothing half-done
     assert client.patch("/api/v1/factories/F1", json={"name": "Renamed"}).status_code == 200
+
+
+def test_the_failed_rows_download_as_csv_with_their_reasons(client_for, catalogue):
+    """The rows a factory must fix: each failed row's line, what was read from it and why it failed, every one
+    of them (not the report's first thousand), safe to open in a spreadsheet."""
+    client = client_for()
+    lines = catalogue.read_text().splitlines()
+    header = lines[0] + ",finish"
+    good = [line + "," for line in lines[1:4]]
+    bad = [
+        "F001,x,,bad id!,t,c,1,1,images/F001-P001-1.jpg,steel,",  # unreadable: product_id
+        'F001,Maker,Yiwu,F001-P900,=HYPERLINK("http://x"),cup,2.5,10,images/missing.jpg,,matte',
+    ]
+    members = {"manifest.csv": "\n".join([header, *good, *bad]).encode()}
+    members.update({f"images/{p.name}": p.read_bytes() for p in (catalogue.parent / "images").iterdir()})
+    job_id = wait_for_job(client, post_job(client, zip_of(members)).json()["id"])["id"]
+
+    answer = client.get(f"/api/v1/ingest-jobs/{job_id}/errors")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    assert f'filename="errors-{job_id}.csv"' in answer.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    assert list(rows[0]) == ["line", *KNOWN_COLUMNS, "finish", "error"]  # extra columns as read: no material
+    assert [row["line"] for row in rows] == ["5", "6"]
+    unreadable, missing = rows
+    assert "product_id" in unreadable["error"] and unreadable["product_id"] == ""
+    assert unreadable["image"] == "images/F001-P001-1.jpg"
+    assert missing["product_id"] == "F001-P900" and missing["price"] == "2.5" and missing["finish"] == "matte"
+    assert missing["title"] == '\'=HYPERLINK("http://x")'  # not run as a formula
+    assert "missing.jpg" in missing["error"]
+    assert client.get("/api/v1/ingest-jobs/nope/errors").status_code == 404
+
+
+def test_a_job_without_failures_has_an_empty_errors_csv(client_for, catalogue):
+    client = client_for()
+    job_id = wait_for_job(client, post_job(client, catalogue_zip(catalogue)).json()["id"])["id"]
+    answer = client.get(f"/api/v1/ingest-jobs/{job_id}/errors")
+    assert answer.status_code == 200 and answer.text.splitlines() == ["line," + ",".join(KNOWN_COLUMNS) + ",error"]

@@ -74,6 +74,8 @@ def test_jobs_submit_watch_status_list_and_cancel(capsys, server, catalogue, tmp
     assert code == 0 and json.loads(out)["state"] == "done"
     code, out, _ = cli(capsys, *remote, "list")
     assert job_id in out
+    code, out, _ = cli(capsys, *remote, "errors", job_id)
+    assert code == 0 and out.splitlines()[0].startswith("line,factory_id,") and "CLI-P2" in out.splitlines()[1]
     code, out, _ = cli(capsys, *remote, "cancel", job_id)
     assert "done" in out  # a finished job stays as it finished
     code, _, err = cli(capsys, "jobs", "list")

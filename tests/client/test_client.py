@@ -2,6 +2,7 @@
 on, keys; typed results; the server's errors as exceptions. The async client the same way."""
 
 import asyncio
+import csv
 import io
 import zipfile
 
@@ -82,6 +83,8 @@ def test_a_job_is_submitted_and_waited_on_with_progress(lens, catalogue, tmp_pat
     report = lens.wait_for_job(job.id, progress=lambda r: seen.append(r.done), poll_s=0.2, timeout_s=120)
     assert report.state == "done" and report.added == 3 and report.failed == 1 and seen[-1] == 4
     assert "missing.jpg" in report.errors[0].image
+    failed = list(csv.DictReader(io.StringIO(lens.job_errors_csv(job.id))))
+    assert [(r["line"], r["product_id"]) for r in failed] == [("5", "CJ-PX")] and "missing.jpg" in failed[0]["error"]
     assert any(j.id == job.id for j in lens.jobs())
     assert lens.cancel_job(job.id).state == "done"  # a finished job stays as it finished
 

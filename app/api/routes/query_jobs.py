@@ -1,9 +1,8 @@
 """/api/v1/query-jobs: batch queries. Many photos (a ZIP, or a CSV or text list of image URLs) searched as a
 resumable job; its results as JSON or CSV. For any API key; each key sees its own jobs (an admin, all)."""
 
-import csv
-import io
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse
@@ -11,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from app.api.deps import Limit, Offset, QueriesDep
 from app.api.schemas import QueryAnswerRead, QueryJobRead
 from app.api.security import ReadCaller
+from app.api.spreadsheets import csv_response
 from app.batch.service import MAX_TOP_K, QueryJobInfo, QueryPlan
 
 router = APIRouter(prefix="/api/v1/query-jobs", tags=["query jobs"])
@@ -79,7 +79,7 @@ def query_job_results(
     items = [QueryAnswerRead.model_validate(i, from_attributes=True) for i in queries.results(job_id, caller)]
     if format == "json":
         return items
-    return PlainTextResponse(_csv(items), media_type="text/csv", headers={"Content-Disposition": "attachment"})
+    return csv_response(CSV_COLUMNS, _csv_rows(items), f"sourcelens-{job_id}.csv")
 
 
 @router.delete("/{job_id}", response_model=QueryJobRead)
@@ -88,18 +88,14 @@ def cancel_query_job(queries: QueriesDep, caller: ReadCaller, job_id: str) -> Qu
     return job_read(queries.cancel(job_id, caller))
 
 
-def _csv(items: list[QueryAnswerRead]) -> str:
+def _csv_rows(items: list[QueryAnswerRead]) -> Iterator[dict[str, Any]]:
     """One row per photo and factory (rank 1, 2, …); a photo without factories gets one row, rank empty."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_COLUMNS)
-    writer.writeheader()
     for item in items:
         base = {"number": item.number, "name": item.name, "error": item.error or ""}
         factories = (item.answer or {}).get("factories") or []
         if not factories:
-            writer.writerow(base)
+            yield base
         for rank, factory in enumerate(factories, 1):
             row = {**base, "rank": rank, "factory_name": factory.get("name")}
             row.update({k: factory.get(k) for k in CSV_COLUMNS if k in factory and k != "name"})
-            writer.writerow(row)
-    return out.getvalue()
+            yield row
