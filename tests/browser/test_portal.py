@@ -2,6 +2,8 @@
 and watches the job to its end, the bad rows listed with their reasons; its products are listed and one
 deleted."""
 
+import csv
+import io
 import zipfile
 
 import httpx
@@ -42,13 +44,26 @@ def test_a_factory_uploads_watches_and_tidies_its_catalogue(browser, server, cat
         "F009,Portal Factory,Dongguan,F009-PX,Missing,cup,1,1,images/missing.jpg",
         "F001,Someone Else,Yiwu,F001-PZ,Not mine,cup,1,1,images/F004-P001-1.jpg",
     ]
+    header = "factory_id,factory_name,region,product_id,title,category,price,moq,image\n"
     bundle = tmp_path / "catalogue.zip"
     with zipfile.ZipFile(bundle, "w") as archive:
-        header = "factory_id,factory_name,region,product_id,title,category,price,moq,image\n"
         archive.writestr("manifest.csv", header + "\n".join(rows) + "\n")
         for name in ["F001-P001-1.jpg", "F002-P001-1.jpg", "F003-P001-1.jpg", "F004-P001-1.jpg"]:
             archive.write(images / name, f"images/{name}")
+    # A CSV without an image column is caught before it is sent.
+    broken = tmp_path / "broken.csv"
+    broken.write_text("factory_id,product_id,picture\nF009,F009-P1,https://example.com/a.jpg\n")
+    browser.find_element(By.ID, "catalogue").send_keys(str(broken))
+    problem = WebDriverWait(browser, 10).until(seen.visibility_of_element_located((By.ID, "preview-problem")))
+    assert "no image column" in problem.text and not browser.find_element(By.ID, "send").is_enabled()
+    # The ZIP's manifest is read in the browser: its columns and first rows are shown, and it may be sent.
     browser.find_element(By.ID, "catalogue").send_keys(str(bundle))
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "send").is_enabled())
+    columns = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#preview-rows th")]
+    assert columns == header.strip().split(",")
+    first = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#preview-rows tbody tr:first-child td")]
+    assert first == rows[0].split(",") and len(browser.find_elements(By.CSS_SELECTOR, "#preview-rows tbody tr")) == 5
+    assert not browser.find_element(By.ID, "preview-problem").is_displayed()
     browser.find_element(By.ID, "send").click()
     WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "job-status").text.startswith(("done", "failed")))
     status = browser.find_element(By.ID, "job-status").text
@@ -57,6 +72,15 @@ def test_a_factory_uploads_watches_and_tidies_its_catalogue(browser, server, cat
     reasons = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#errors tbody tr")]
     assert status.startswith("done: 5 of 5 rows · 3 added · 2 failed"), status
     assert len(reasons) == 2 and "missing.jpg" in reasons[0] and "may not write factory 'F001'" in reasons[1]
+    # The failed rows download as a CSV with the reason beside each row, to fix and send again.
+    link = WebDriverWait(browser, 10).until(seen.visibility_of_element_located((By.ID, "errors-download")))
+    downloads = tmp_path / "downloads"
+    browser.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    link.click()
+    WebDriverWait(browser, 10).until(lambda d: list(downloads.glob("errors-*.csv")))
+    (saved,) = downloads.glob("errors-*.csv")
+    failed = list(csv.DictReader(io.StringIO(saved.read_text())))
+    assert [row["product_id"] for row in failed] == ["F009-PX", "F001-PZ"] and "missing.jpg" in failed[0]["error"]
     screenshot(browser, "portal-job")
 
     # A search finds one of them; the factory sees it counted (counts only).

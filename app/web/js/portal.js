@@ -1,6 +1,8 @@
 // The factory portal: sign in with a factory key (kept in sessionStorage, sent as a header, never in the URL),
-// upload a catalogue as an ingest job and watch it, browse and delete the factory's own products.
+// preview a catalogue's first rows, upload it as an ingest job and watch it (its failed rows as a CSV to fix),
+// browse, edit and delete the factory's own products, search many photos at once.
 import { call, query, storeKey, storedKey } from "./api.js";
+import { previewCatalogue } from "./preview.js";
 import { el } from "./results.js";
 
 const $ = (id) => document.getElementById(id);
@@ -47,9 +49,32 @@ async function upload(event) {
   }
 }
 
+async function preview() {
+  const file = $("catalogue").files[0];
+  $("preview").hidden = !file;
+  $("send").disabled = false;
+  if (!file) return;
+  let found;
+  try {
+    found = await previewCatalogue(file);
+  } catch (error) {
+    found = { problem: error.message };
+  }
+  if (file !== $("catalogue").files[0]) return; // another file was chosen meanwhile
+  $("preview-problem").hidden = !found.problem;
+  $("preview-problem").textContent = found.problem || "";
+  $("send").disabled = Boolean(found.problem);
+  const header = found.header || [];
+  $("preview-note").textContent = header.length ? `${file.name}: ${header.length} columns; its first rows as they will be read:` : file.name;
+  $("preview-rows").tHead.replaceChildren(el("tr", {}, ...header.map((name) => el("th", {}, name))));
+  $("preview-rows").tBodies[0].replaceChildren(...(found.rows || []).map((row) => el("tr", {}, ...header.map((_, i) => el("td", {}, row[i] ?? "")))));
+}
+
 function watch(job) {
   clearInterval(polling);
   $("job").hidden = false;
+  $("errors-download").hidden = true;
+  let finished = false;
   $("cancel").onclick = () => call(`/api/v1/ingest-jobs/${job.id}`, { method: "DELETE" }).then(show);
   const show = (report) => {
     $("progress").max = Math.max(report.total, 1);
@@ -61,9 +86,11 @@ function watch(job) {
     $("errors").hidden = !report.errors.length;
     $("errors").tBodies[0].replaceChildren(...report.errors.map((e) => el("tr", {}, el("td", {}, String(e.line)), el("td", {}, e.image), el("td", {}, e.reason))));
     $("cancel").hidden = !["queued", "running"].includes(report.state);
-    if (!["queued", "running"].includes(report.state)) {
+    if (!["queued", "running"].includes(report.state) && !finished) {
+      finished = true; // a poll already in flight may answer once more
       clearInterval(polling);
       loadJobs();
+      if (report.failed) offerDownload($("errors-download"), `/api/v1/ingest-jobs/${job.id}/errors`, `errors-${job.id}.csv`);
     }
   };
   show(job);
@@ -142,7 +169,7 @@ async function batch(event) {
       $("batch-status").textContent = `${report.state}: ${report.done} of ${report.total} photos · ${report.failed} failed`;
       if (["done", "failed", "cancelled"].includes(report.state)) {
         clearInterval(timer);
-        offerResults(job.id);
+        offerDownload($("batch-download"), `/api/v1/query-jobs/${job.id}/results?format=csv`, `sourcelens-${job.id}.csv`);
       }
     }, POLL_MS);
   } catch (error) {
@@ -150,12 +177,13 @@ async function batch(event) {
   }
 }
 
-async function offerResults(jobId) {
-  // The results need the key, sent as a header: fetched here and offered as a file, never a link with the key.
-  const response = await fetch(`/api/v1/query-jobs/${jobId}/results?format=csv`, { headers: { "X-API-Key": storedKey() } });
-  const link = $("batch-download");
+async function offerDownload(link, path, filename) {
+  // A download needs the key, sent as a header: fetched here and offered as a file, never a link with the key.
+  const response = await fetch(path, { headers: { "X-API-Key": storedKey() } });
+  if (!response.ok) return;
+  if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
   link.href = URL.createObjectURL(await response.blob());
-  link.download = `sourcelens-${jobId}.csv`;
+  link.download = filename;
   link.hidden = false;
 }
 
@@ -163,5 +191,6 @@ $("batch").addEventListener("submit", batch);
 $("signin").addEventListener("submit", (e) => { e.preventDefault(); signIn($("key").value.trim()); });
 $("signout").addEventListener("click", signOut);
 $("upload").addEventListener("submit", upload);
+$("catalogue").addEventListener("change", preview);
 $("browse").addEventListener("submit", browse);
 if (storedKey()) signIn(storedKey());
