@@ -2,6 +2,7 @@
 URL, paging, more-like-this, the factory page, the no-match state, errors, a phone-sized screen."""
 
 import base64
+import runpy
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -14,6 +15,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
 
+from app.catalog.types import NewProduct
+from app.core.access import Principal
 from app.demo.sample_catalogue import Design, render_product
 
 pytestmark = pytest.mark.browser
@@ -240,6 +243,26 @@ def test_a_phone_sized_screen_fits_without_sideways_scrolling(page, catalogue):
     )
     assert small == []
     screenshot(page, "seller-phone")
+    # The filters wait in a full-screen sheet: opened by one button, which then counts the filters chosen.
+    assert not page.find_element(By.ID, "filters").is_displayed()
+    page.find_element(By.ID, "filters-open").click()
+    sheet = page.find_element(By.ID, "filters")
+    assert sheet.is_displayed() and (sheet.rect["width"], sheet.rect["height"]) == (
+        390,
+        page.execute_script("return innerHeight"),
+    )
+    assert page.switch_to.active_element.get_attribute("id") == "filters-close"
+    category = page.find_elements(By.CSS_SELECTOR, "#category option")[1].get_attribute("value")
+    before = status(page)
+    page.find_element(By.CSS_SELECTOR, f"#category option[value='{category}']").click()
+    page.find_element(By.ID, "filters-close").click()
+    results_for(page, before)
+    assert not sheet.is_displayed() and page.find_element(By.ID, "filters-open").text == "Filters (1)"
+    assert url_params(page)["category"] == [category]
+    page.find_element(By.ID, "filters-open").send_keys(Keys.ENTER)
+    assert sheet.is_displayed()
+    page.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    assert not sheet.is_displayed() and page.switch_to.active_element.get_attribute("id") == "filters-open"
 
 
 def test_every_control_is_reachable_by_keyboard(page):
@@ -286,3 +309,66 @@ def test_each_product_of_a_photo_is_answered_and_more_options_reach_the_request(
     wait(page, lambda d: d.execute_script("return window.__bodies.length") >= 1)
     sent = dict(page.execute_script("return window.__bodies[window.__bodies.length - 1]"))
     assert sent["verify"] == "false" and url_params(page)["noverify"] == ["1"]
+
+
+def test_a_watched_product_lists_a_factory_that_matches_later(page, catalogue, server):
+    """Saved searches from the page: without a key it says what is needed; with one, the chosen product is
+    watched, a catalogue image added later is listed as a match, and it can be unwatched."""
+    photo = image_path(catalogue, "F003-P002-1.jpg")
+    choose(page, photo)
+    page.find_element(By.ID, "watch-open").click()
+    name = page.find_element(By.ID, "watch-name")
+    name.clear()
+    name.send_keys("Blue bottle")
+    page.find_element(By.ID, "watch-save").click()
+    wait(page, alert_shown)
+    assert "needs an API key" in page.find_element(By.ID, "alert").text
+    assert page.find_element(By.ID, "key-box").get_attribute("open") is not None
+
+    key = server.services.keys.create("watcher", "search")
+    page.find_element(By.ID, "key").send_keys(key.token, Keys.TAB)  # change: stored for this tab
+    page.find_element(By.ID, "watch-save").click()
+    wait(page, lambda d: "Watching “Blue bottle”" in d.find_element(By.ID, "watch-status").text)
+    (saved,) = server.services.saved.recent(server.services.keys.authenticate(key.token))
+    assert saved.name == "Blue bottle" and saved.matches == 0
+
+    admin = Principal.system()
+    server.services.catalog.create_product(NewProduct(id="F001-WATCH", factory_id="F001", title="Watched"), admin)
+    try:
+        server.services.catalog.add_image("F001-WATCH", Path(photo).read_bytes(), "test", admin)
+        assert server.services.saved.check_all() >= 1
+        page.refresh()
+        wait(page, lambda d: d.find_element(By.ID, "watched").is_displayed())
+        page.find_element(By.CSS_SELECTOR, "#watched summary").click()
+        show = page.find_element(By.CSS_SELECTOR, f"#watched-list li[data-saved='{saved.id}'] .show-matches")
+        assert show.text == "1 new match"
+        show.click()
+        match = wait(page, lambda d: d.find_element(By.CSS_SELECTOR, ".watched-matches li"))
+        assert "F001" in match.text and "F001-WATCH" in match.text and "same product" in match.text
+        page.find_element(By.CSS_SELECTOR, f"#watched-list li[data-saved='{saved.id}'] .stop").click()
+        wait(page, lambda d: not d.find_element(By.ID, "watched").is_displayed())
+        assert server.services.saved.recent(admin) == []
+    finally:
+        server.services.catalog.delete_product("F001-WATCH", admin)
+
+
+@pytest.mark.parametrize("page_path", ["/", "/portal"])
+def test_the_page_loads_light_and_from_this_server_only(browser, server, page_path):
+    """What Chromium fetches to show each page is the list scripts/page_weight.py weighs, all from this server
+    (no CDN), within a budget of 100 KiB before any photo."""
+    weigh = runpy.run_path(str(Path(__file__).parents[2] / "scripts" / "page_weight.py"))
+    browser.get(server.url + page_path)
+    wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+    loaded = browser.execute_script(
+        "return [performance.getEntriesByType('navigation')[0], ...performance.getEntriesByType('resource')]"
+        ".map(e => [e.name, e.decodedBodySize])"
+    )
+    paths = {urlparse(name).path for name, _ in loaded}
+    assert {urlparse(name).netloc for name, _ in loaded} == {urlparse(server.url).netloc}
+    expected = {
+        f"/static/{p.relative_to(weigh['WEB']).as_posix()}"
+        for p in weigh["page_files"]("portal.html" if page_path == "/portal" else "index.html")[1:]
+    }
+    icon = {"/static/favicon.svg"}  # Chromium fetches the icon apart from the page's resources, and caches it
+    assert {p for p in paths if p.startswith("/static/")} - icon == expected - icon
+    assert sum(size for name, size in loaded if not urlparse(name).path.startswith("/api/")) < 100 * 1024

@@ -4,6 +4,7 @@
 import { ApiError, call, query, storeKey, storedKey } from "./api.js";
 import { CropBox } from "./crop.js";
 import { el, factoryCard, factoryPage, noMatch, skeleton } from "./results.js";
+import { Watcher } from "./watch.js";
 
 const PAGE = 10; // factories per page, unless the URL says per=N
 const MAX_VIEWS = 4;
@@ -18,6 +19,11 @@ let active = 0;
 let inFlight = null;
 let coolDown = null;
 const crop = new CropBox($("stage"), $("crop"), (box) => { views[active].box = box; scheduleSearch(); });
+const watcher = new Watcher({
+  photo: () => (views.length && !views[active].remote ? views[active] : null),
+  openFactory: (id) => navigate({ factory: id }),
+  explain: (error) => { $("key-box").open = true; showAlert(error.message); },
+});
 
 // --- state in the URL -----------------------------------------------------------------------------------
 function readState() {
@@ -51,6 +57,8 @@ function formFromState(state) {
   for (const name of FILTERS) $(name).value = state[name];
   for (const name of ["weak", "noverify", "nocrop"]) $(name).checked = state[name];
   $("more").open ||= Boolean(state.min_score || state.factory_attributes || state.noverify || state.nocrop);
+  const chosen = [...FILTERS, "weak", "noverify", "nocrop"].filter((name) => state[name]).length;
+  $("filters-open").textContent = chosen ? `Filters (${chosen})` : "Filters";
 }
 
 // --- photos ---------------------------------------------------------------------------------------------
@@ -121,6 +129,7 @@ function addUrl(address) {
 
 function showPhoto() {
   const has = views.length > 0;
+  watcher.offer(has && !views[active].remote, readState().text);
   $("photo").hidden = !has;
   $("drop").hidden = has;
   $("by-url").hidden = has;
@@ -331,6 +340,13 @@ async function showFactory(id) {
   }
 }
 
+function openSheet(open) {
+  if (document.body.classList.contains("sheet-open") === open) return;
+  document.body.classList.toggle("sheet-open", open);
+  $("filters-open").setAttribute("aria-expanded", String(open));
+  (open ? $("filters-close") : $("filters-open")).focus();
+}
+
 // --- wiring ---------------------------------------------------------------------------------------------
 async function loadFacets() {
   try {
@@ -377,15 +393,19 @@ document.addEventListener("paste", (e) => {
 $("each").addEventListener("click", () => { navigate({ each: !readState().each, page: 1 }); showPhoto(); });
 $("whole").addEventListener("click", () => { views[active].box = null; savePhotos(); showPhoto(); search(); });
 $("clear").addEventListener("click", () => { views = []; savePhotos(); showPhoto(); writeState({ like: "", page: 1 }); search(); });
-$("filters").addEventListener("submit", (e) => { e.preventDefault(); navigate({ ...filtersFromForm(), like: readState().like, page: 1 }); });
+$("filters").addEventListener("submit", (e) => { e.preventDefault(); openSheet(false); navigate({ ...filtersFromForm(), like: readState().like, page: 1 }); });
 $("filters").addEventListener("change", (e) => { if (e.target.id !== "text") navigate({ ...filtersFromForm(), page: 1 }); });
 $("back").addEventListener("click", (e) => { e.preventDefault(); if (history.length > 1) history.back(); else navigate({ factory: "" }); });
 $("key").value = storedKey();
-$("key").addEventListener("change", () => { storeKey($("key").value.trim()); loadFacets(); search(); });
+$("key").addEventListener("change", () => { storeKey($("key").value.trim()); loadFacets(); watcher.refresh(); search(); });
+$("filters-open").addEventListener("click", () => openSheet(true));
+$("filters-close").addEventListener("click", () => openSheet(false));
+document.addEventListener("keydown", (e) => { if (e.key === "Escape" && document.body.classList.contains("sheet-open")) openSheet(false); });
 window.addEventListener("popstate", route);
 
 loadPhotos();
 active = Math.max(0, views.length - 1);
 showPhoto();
 loadFacets();
+watcher.refresh();
 route();
