@@ -1,15 +1,19 @@
 """The catalogue service on SQLite and on the real PostgreSQL server, each test rolled back."""
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 from helpers import jpeg_bytes
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
 
+from app.catalog.index_sync import vector_from_bytes
 from app.catalog.media import MediaStore
 from app.catalog.models import Factory, Image, Product
-from app.catalog.service import CatalogService
-from app.catalog.types import NewFactory, NewProduct
+from app.catalog.service import CatalogService, content_hash
+from app.catalog.types import NewFactory, NewProduct, Readiness
 from app.core.access import Principal, Role
 from app.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from app.demo.sample_catalogue import Design, factory_palette, render_product
@@ -186,6 +190,78 @@ def test_a_factory_key_changes_only_its_own_factories(catalog):
     assert catalog.update_product("P1", {"price": 2.0}, mine).price == 2.0
     catalog.delete_image(image.id, mine)
     assert catalog.delete_factory("F1", mine) == 0 and len(catalog.index) == 1
+
+
+def test_a_new_product_keeps_every_field_it_was_given(catalog):
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_factory(NewFactory(id="F2", name="Empty"), ADMIN)
+    new = NewProduct(
+        id="P1", factory_id="F1", title="Mug", category="mugs", price=1.5, moq=100, attributes={"glaze": "matte"}
+    )
+    for product in (catalog.create_product(new, ADMIN), catalog.get_product("P1"), catalog.list_products()[0]):
+        assert (product.title, product.category, product.price, product.moq) == ("Mug", "mugs", 1.5, 100)
+        assert product.attributes == {"glaze": "matte"}
+        assert before <= product.created_at <= datetime.now(UTC)
+    assert catalog.get_factory("F1").product_count == 1
+    assert catalog.get_factory("F2").product_count == 0  # a count, not "unknown", for a factory with no products
+
+
+def test_attributes_past_the_limit_are_refused_on_update_too(catalog):
+    catalog.create_factory(NewFactory(id="F1", name="Acme", attributes={"iso": 9001}), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug", attributes={"glaze": "matte"}), ADMIN)
+    too_big = {"notes": "x" * (catalog.max_attributes_bytes + 1)}
+    with pytest.raises(InvalidInputError, match=r"^attributes is .* bytes of JSON"):
+        catalog.update_factory("F1", {"attributes": too_big}, ADMIN)
+    with pytest.raises(InvalidInputError, match=r"^attributes is .* bytes of JSON"):
+        catalog.update_product("P1", {"attributes": too_big}, ADMIN)
+    assert catalog.get_factory("F1").attributes == {"iso": 9001}
+    assert catalog.get_product("P1").attributes == {"glaze": "matte"}
+
+
+def test_an_uploaded_image_stores_the_vector_it_indexed(catalog, rolled_back_sessions):
+    """The stored embedding is what a restart rebuilds the index from, and what "more like this" searches with."""
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
+    image, _ = catalog.add_image(
+        "P1", jpeg_bytes(render_product(Design(seed=6, palette=factory_palette(6)))), "u", ADMIN
+    )
+    with rolled_back_sessions() as session:
+        stored = vector_from_bytes(session.get(Image, image.id).embedding)
+    assert stored.shape == (catalog.index.dim,)
+    scores, ids = catalog.index.search(stored[None, :].astype(np.float32), 1)
+    assert ids[0, 0] == image.id and scores[0, 0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_same_photo_added_twice_at_once_is_stored_once(catalog, rolled_back_sessions, monkeypatch):
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
+    photo = jpeg_bytes(render_product(Design(seed=7, palette=factory_palette(7))))
+    stored_meanwhile: list[int] = []
+
+    class DecoderWhileAnotherRequestStoresIt:
+        def decode(self, data):
+            loaded = decoder.decode(data)  # while this request decodes and embeds, another stores the same bytes
+            stored_meanwhile.append(add_image_row(rolled_back_sessions, "P1", content_hash(data), catalog.index.dim))
+            return loaded
+
+    decoder = catalog.decoder
+    monkeypatch.setattr(catalog, "decoder", DecoderWhileAnotherRequestStoresIt())
+    image, created = catalog.add_image("P1", photo, "upload:mug.jpg", ADMIN)
+    assert (image.id, image.product_id, created) == (stored_meanwhile[0], "P1", False)
+    assert catalog.get_product("P1").image_ids == [image.id] and len(catalog.index) == 0  # the other request indexes
+
+
+def test_readiness_counts_images_and_vectors_and_notices_a_dead_database(catalog, rolled_back_sessions):
+    assert catalog.readiness() == Readiness(database=True, images=0, vectors=0)
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
+    ids = [add_image_row(rolled_back_sessions, "P1", digest) for digest in ("a", "b")]
+    catalog.index.upsert(np.array(ids[:1]), np.eye(1, catalog.index.dim, dtype=np.float32))
+    ready = catalog.readiness()
+    assert ready == Readiness(database=True, images=2, vectors=1) and not ready.index_in_step
+    catalog.sessions = sessionmaker(bind=create_engine("sqlite:////nonexistent-dir/catalogue.db"))
+    assert catalog.readiness() == Readiness(database=False, images=0, vectors=1)
 
 
 def test_ingest_and_search_on_postgres(empty_postgres_url, make_services, tiny_embedder, catalogue):
