@@ -147,7 +147,7 @@ def test_an_uploaded_image_is_embedded_stored_and_indexed_once(catalog):
     assert len(catalog.index) == 0 and catalog.product_images("P1") == []
     with pytest.raises(NotFoundError, match=f"image {image.id} not found"):
         catalog.get_image(image.id)
-    assert catalog.index_status().images == 0
+    assert (catalog.index_status().images, catalog.index_status().description) == (0, "flat (exact)")
 
 
 def test_a_missing_stored_copy_is_a_clear_not_found(catalog):
@@ -205,6 +205,7 @@ def test_a_new_product_keeps_every_field_it_was_given(catalog):
         assert before <= product.created_at <= datetime.now(UTC)
     assert catalog.get_factory("F1").product_count == 1
     assert catalog.get_factory("F2").product_count == 0  # a count, not "unknown", for a factory with no products
+    assert [(f.id, f.product_count) for f in catalog.list_factories()] == [("F1", 1), ("F2", 0)]
 
 
 def test_attributes_past_the_limit_are_refused_on_update_too(catalog):
