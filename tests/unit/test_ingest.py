@@ -161,3 +161,31 @@ def test_growing_catalogue_moves_to_ivf_in_the_background(make_services, tiny_em
     assert sorted(services.index.ids().tolist()) == list(range(1, 29))
     reopened = make_services(tiny_embedder, index_ivf_threshold=20)
     assert reopened.index.kind == "ivf-sq8" and len(reopened.index) == 28
+
+
+def test_a_local_manifest_fetches_urls_reports_progress_and_counts_outcomes(
+    make_services, tiny_embedder, catalogue, images_site, tmp_path
+):
+    """The CLI's ingest: http(s) rows are fetched, paths outside the manifest's folder are the operator's to
+    use (only an upload is confined), progress is told per batch, and the outcomes reach /metrics."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    shutil.copy(catalogue.parent / "images" / "F001-P002-1.jpg", tmp_path / "beside.jpg")
+    manifest = folder / "manifest.csv"
+    manifest.write_text(
+        "factory_id,product_id,image\n"
+        f"F1,P1,{images_site}/F001-P001-1.jpg\n"
+        f"F1,P2,{images_site}/F002-P001-1.jpg\n"
+        "F1,P3,../beside.jpg\n"
+        "F1,P4,https://127.0.0.1:1/a.jpg\n"
+    )
+    services = make_services(tiny_embedder, embed_batch_size=2, url_allow_hosts=[images_site.removeprefix("http://")])
+    told: list[int] = []
+    report = services.ingest.ingest_manifest(manifest, told.append)
+    assert (report.state, report.added, report.failed) == ("done", 3, 1)
+    assert "non-public address" in report.errors[0].reason  # an https row goes to the fetcher, which refuses it
+    assert told == [0, 2, 2]  # done before it started, then each batch
+    assert report.stage_seconds["read"] > 0
+    added = services.metrics.registry.get_sample_value("sourcelens_ingest_items_total", {"outcome": "added"})
+    failed = services.metrics.registry.get_sample_value("sourcelens_ingest_items_total", {"outcome": "failed"})
+    assert (added, failed) == (3, 1)
