@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,7 +182,9 @@ def test_a_local_manifest_fetches_urls_reports_progress_and_counts_outcomes(
     )
     services = make_services(tiny_embedder, embed_batch_size=2, url_allow_hosts=[images_site.removeprefix("http://")])
     told: list[int] = []
+    started = time.perf_counter()
     report = services.ingest.ingest_manifest(manifest, told.append)
+    assert 0 < report.elapsed_s <= time.perf_counter() - started  # the job's own run time, batch by batch
     assert (report.state, report.added, report.failed) == ("done", 3, 1)
     assert "non-public address" in report.errors[0].reason  # an https row goes to the fetcher, which refuses it
     assert told == [0, 2, 2]  # done before it started, then each batch
