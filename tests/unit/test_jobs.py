@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.catalog.models import Image
-from app.core.access import Principal
+from app.core.access import Principal, Role
 from app.core.db import make_engine, make_session_factory, utcnow
 from app.database import upgrade
 from app.ingest.jobs import JobStore
@@ -78,6 +78,63 @@ def test_a_job_counts_rows_that_failed_parsing_as_done(rolled_back_sessions):
     assert (failed.state, failed.error) == ("failed", "disk full") and failed.finished_at is not None
     assert jobs.unfinished_for("s") is None
     assert [r.job_id for r in jobs.recent(limit=1)] == [job_id]  # newest first
+
+
+def test_a_report_and_the_failed_rows_tell_what_a_factory_needs(rolled_back_sessions):
+    jobs = JobStore(rolled_back_sessions)
+    factory = Principal(Role.FACTORY, frozenset({"F2", "F1"}), key_id=7)
+    rows = parse_manifest("factory_id,product_id,image,price\nF1,bad id!,a.jpg,1\nF1,P2,b.jpg,free\nF1,P3,c.jpg,3\n")
+    job_id = jobs.create(rows, source="upload:catalogue.zip", work_dir="/tmp", confined=True, owner=factory)
+    jobs.create(
+        parse_manifest("factory_id,product_id,image\nF1,bad id!,z.jpg\n"), source="x", work_dir="/", confined=True
+    )
+    report = jobs.report(job_id, max_errors=1)
+    assert (report.source, report.factory_ids, report.total, report.failed) == (
+        "upload:catalogue.zip",
+        ["F1", "F2"],
+        3,
+        2,
+    )
+    assert [error.line for error in report.errors] == [2]  # as many errors as asked for
+    failed = jobs.failed_rows(job_id, factory)  # this job's failed rows only, by line
+    assert [(row.line, row.image, row.row) for row in failed] == [(2, "a.jpg", {}), (3, "b.jpg", {})]
+    assert "product_id" in failed[0].reason and "price 'free'" in failed[1].reason
+
+
+def test_a_long_manifest_keeps_every_row(rolled_back_sessions):
+    jobs = JobStore(rolled_back_sessions)
+    rows = parse_manifest("factory_id,product_id,image\n" + "".join(f"F1,P{i},{i}.jpg\n" for i in range(2001)))
+    job_id = jobs.create(rows, source="s", work_dir="/tmp", confined=True)  # inserted 1,000 items at a time
+    assert jobs.report(job_id).total == 2001 == jobs.count_items(job_id, "pending")
+
+
+def test_only_other_queued_jobs_are_waiting(rolled_back_sessions):
+    jobs = JobStore(rolled_back_sessions)
+    first = jobs.create([], source="a", work_dir="/tmp", confined=True)
+    second = jobs.create([], source="b", work_dir="/tmp", confined=True)
+    assert jobs.others_waiting(first) and jobs.others_waiting(second)
+    jobs.fail(first, "disk full")
+    assert not jobs.others_waiting(second)  # a job is not waiting for itself, nor for one that ended
+
+
+def test_the_newest_unfinished_run_of_a_manifest_is_resumed(rolled_back_sessions):
+    jobs = JobStore(rolled_back_sessions)
+    older = jobs.create([], source="m.csv", work_dir="/tmp", confined=False)
+    newer = jobs.create([], source="m.csv", work_dir="/tmp", confined=False)
+    assert jobs.unfinished_for("m.csv") == newer
+    jobs.fail(newer, "stopped")
+    assert jobs.unfinished_for("m.csv") == older
+
+
+def test_a_factory_key_lists_only_its_own_jobs_page_by_page(rolled_back_sessions):
+    jobs = JobStore(rolled_back_sessions)
+    mine = Principal(Role.FACTORY, frozenset({"F1"}), key_id=7)
+    other = Principal(Role.FACTORY, frozenset({"F2"}), key_id=8)
+    owners = [mine, other, mine, mine]
+    ids = [jobs.create([], source=f"s{i}", work_dir="/tmp", confined=True, owner=o) for i, o in enumerate(owners)]
+    assert [report.job_id for report in jobs.recent(viewer=mine)] == [ids[3], ids[2], ids[0]]  # newest first
+    assert [report.job_id for report in jobs.recent(viewer=mine, offset=1, limit=1)] == [ids[2]]
+    assert [report.job_id for report in jobs.recent(viewer=other)] == [ids[1]]
 
 
 def test_claim_skips_locked_jobs_and_retakes_silent_ones_on_postgres(postgres_url):
