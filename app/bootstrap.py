@@ -131,9 +131,12 @@ def build_services(
     model: Embedder | None = None,
     scheduler: ModelScheduler | None = None,
     metrics: Metrics | None = None,
+    *,
+    saves_index: bool = True,
 ) -> Services:
     """Open the database, load the model (unless given), open the index and repair it against the database,
-    and build the services on them."""
+    and build the services on them. `saves_index=False`: the index is kept in memory only, never written (a
+    worker process beside a server that owns the FAISS index directory)."""
     engine, sessions = open_database(settings)
     model = model or load_model(settings)
     metrics = metrics or Metrics()
@@ -147,6 +150,7 @@ def build_services(
         kind=settings.index,
         ivf_threshold=settings.index_ivf_threshold,
         faiss_threads=settings.faiss_threads,
+        saves=saves_index,
     )
     media = MediaStore(settings.media_dir)
     side = max(settings.decode_side, model.preprocess.size)  # a little above the model's input, no more
@@ -235,7 +239,7 @@ def build_services(
         max_bytes=settings.max_job_upload_bytes,
         max_items=settings.max_query_items,
     )
-    query_runner = BatchRunner(queries)
+    query_runner = BatchRunner(queries, poll_s=settings.job_poll_s, stale_after_s=settings.job_stale_after_s)
     queries.on_submitted = query_runner.wake
     saved = SavedSearches(
         sessions=sessions,

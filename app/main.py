@@ -60,8 +60,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         )
         if settings.index_preload:
             built.keeper.preload_in_background()
-        built.runner.start(requeue_interrupted=built.engine.dialect.name == "sqlite")
-        built.query_runner.start()
+        if settings.run_jobs:  # else `sourcelens worker` processes run them
+            only_worker = built.engine.dialect.name == "sqlite"
+            built.runner.start(requeue_interrupted=only_worker)
+            built.query_runner.start(requeue_interrupted=only_worker)
         built.alert_runner.start()
         built.search_counts.start()
         yield AppState(

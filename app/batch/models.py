@@ -21,6 +21,8 @@ class QueryJob(Base):
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(128))  # who claimed it (app.core.lease)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its lease, refreshed while it runs
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -13,17 +13,18 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.batch.models import QueryItem, QueryJob
 from app.core.access import Principal
-from app.core.db import utcnow
+from app.core.db import begin_write, utcnow
 from app.core.errors import AuthenticationError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from app.core.lease import worker_name
 from app.ingest.archive import ZipLimits, extract_members
 from app.ingest.fetch import Fetcher
 from app.ingest.intake import ZIP_MAGIC, save_upload
@@ -158,17 +159,63 @@ class BatchQueries:
 
     # --- running ---------------------------------------------------------------------------------------
 
-    def run_next(self, stop: threading.Event) -> bool:
-        """Work on the oldest unfinished job until it ends or `stop` is set; False when there was none."""
-        with self.sessions.begin() as session:
-            job = session.scalars(
-                select(QueryJob).where(QueryJob.state.in_(("queued", "running"))).order_by(QueryJob.created_at)
-            ).first()
+    def claim(self, worker: str, stale_after_s: float) -> str | None:
+        """Take the oldest queued job, one whose worker went silent (no heartbeat for `stale_after_s`), or one this
+        worker left off, for `worker`; its id, or None. Rows another worker has locked are skipped (PostgreSQL)."""
+        silent = or_(
+            QueryJob.heartbeat_at.is_(None),
+            QueryJob.heartbeat_at < utcnow() - timedelta(seconds=stale_after_s),
+            QueryJob.worker == worker,
+        )
+        claimable = or_(QueryJob.state == "queued", and_(QueryJob.state == "running", silent))
+        query = select(QueryJob).where(claimable).order_by(QueryJob.created_at, QueryJob.id).limit(1)
+        with self.sessions() as session:
+            begin_write(session)  # SQLite: the writer lock first, so two processes cannot read the same job
+            job = session.scalar(query.with_for_update(skip_locked=True))
             if job is None:
-                return False
-            job.state = "running"
-            job_id, plan = job.id, QueryPlan(**job.options)
-        options = plan.options()
+                return None
+            job.state, job.worker, job.heartbeat_at = "running", worker, utcnow()
+            job_id = job.id
+            session.commit()
+            return job_id
+
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        """Refresh `worker`'s lease on a running job; False when the job is no longer its own."""
+        mine = (QueryJob.id == job_id, QueryJob.worker == worker, QueryJob.state == "running")
+        with self.sessions.begin() as session:
+            return bool(
+                getattr(session.execute(update(QueryJob).where(*mine).values(heartbeat_at=utcnow())), "rowcount", 0)
+            )
+
+    def release(self, job_id: str, worker: str) -> None:
+        """A worker stopping mid-job puts it back in the queue, for any worker to go on with at once."""
+        mine = (QueryJob.id == job_id, QueryJob.worker == worker, QueryJob.state == "running")
+        with self.sessions.begin() as session:
+            session.execute(update(QueryJob).where(*mine).values(state="queued"))
+
+    def requeue_running(self) -> int:
+        """At start-up of the embedded (single-process) server: jobs left running by a crash go back in the queue."""
+        with self.sessions.begin() as session:
+            result = session.execute(update(QueryJob).where(QueryJob.state == "running").values(state="queued"))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def run_next(self, stop: threading.Event, worker: str | None = None, stale_after_s: float = 300.0) -> bool:
+        """Claim a job and work on it until it ends or `stop` is set; False when there was none."""
+        worker = worker or worker_name()
+        job_id = self.claim(worker, stale_after_s)
+        if job_id is None:
+            return False
+        self.run(job_id, worker, stop)
+        return True
+
+    def run(self, job_id: str, worker: str, stop: threading.Event) -> str:
+        """Answer a claimed job's photos in turn until it ends or `stop` is set. Returns "done", "cancelled",
+        "stopped" (it stays claimed), or "lost": another worker took it over, and this one wrote nothing more."""
+        with self.sessions() as session:
+            job = session.get(QueryJob, job_id)
+            if job is None:
+                return "lost"
+            options = QueryPlan(**job.options).options()
         while not stop.is_set():
             with self.sessions() as session:
                 item = session.scalars(
@@ -176,15 +223,19 @@ class BatchQueries:
                     .where(QueryItem.job_id == job_id, QueryItem.answer.is_(None), QueryItem.error.is_(None))
                     .order_by(QueryItem.number)
                 ).first()
-                state = session.scalar(select(QueryJob.state).where(QueryJob.id == job_id))
+                state, holder = session.execute(
+                    select(QueryJob.state, QueryJob.worker).where(QueryJob.id == job_id)
+                ).one()
                 number, name = (item.number, item.name) if item else (0, "")
+            if holder != worker:
+                return "lost"
             if state != "running":
-                return True  # cancelled meanwhile
+                return str(state)  # cancelled meanwhile
             if item is None:
-                self._finish(job_id)
-                return True
-            self._record(job_id, number, *self._answer(name, job_id, options))
-        return True
+                return self._finish(job_id, worker)
+            if not self._record(job_id, worker, number, *self._answer(name, job_id, options)):
+                return "lost"
+        return "stopped"
 
     def _answer(self, name: str, job_id: str, options: SearchOptions) -> tuple[dict[str, Any] | None, str | None]:
         try:
@@ -204,22 +255,34 @@ class BatchQueries:
             log.exception("query job %s: photo %s", job_id, name)
             return None, f"could not be searched ({type(exc).__name__})"
 
-    def _record(self, job_id: str, number: int, answer: dict[str, Any] | None, error: str | None) -> None:
+    def _record(self, job_id: str, worker: str, number: int, answer: dict[str, Any] | None, error: str | None) -> bool:
+        """Store one photo's answer, with the job's row locked, while the job is still `worker`'s (False if not:
+        nothing is written); each answer also renews the lease."""
         with self.sessions.begin() as session:
+            begin_write(session)
+            job = session.get(QueryJob, job_id, with_for_update=True)
+            if job is None or job.worker != worker:
+                return False
             item = session.get(QueryItem, (job_id, number))
-            job = session.get(QueryJob, job_id)
-            if item is None or job is None:
-                return
+            if item is None or item.answer is not None or item.error is not None:
+                return True
             item.answer, item.error = answer, error
             job.done += 1
             job.failed += error is not None
+            job.heartbeat_at = utcnow()
+            return True
 
-    def _finish(self, job_id: str) -> None:
+    def _finish(self, job_id: str, worker: str) -> str:
         with self.sessions.begin() as session:
-            job = session.get(QueryJob, job_id)
-            if job is not None and job.state == "running":
+            begin_write(session)
+            job = session.get(QueryJob, job_id, with_for_update=True)
+            if job is None or job.worker != worker:
+                return "lost"
+            if job.state == "running":
                 job.state, job.finished_at = "done", utcnow()
+            state = job.state
         shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+        return state
 
     # --- helpers ----------------------------------------------------------------------------------------
 

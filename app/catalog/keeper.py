@@ -21,6 +21,7 @@ class IndexKeeper:
         self.sessions = sessions
         self.dim = dim
         self.last_rebuild_s: float | None = None  # how long the last background rebuild took
+        self.saves = True  # False: the index lives in this process's memory only (a worker beside a server)
         self._rebuild: threading.Thread | None = None
 
     @classmethod
@@ -34,15 +35,17 @@ class IndexKeeper:
         kind: str,
         ivf_threshold: int,
         faiss_threads: int,
+        saves: bool = True,
     ) -> "IndexKeeper":
         """Open the index in `directory` and repair it against the database (the source of truth). Refuses a
         catalogue embedded by another model."""
         with sessions() as session:
             check_catalogue_embedder(session, model_name)
             index = open_index(directory, model_name, dim, kind, ivf_threshold, faiss_threads)
-            if reconcile(session, index).changed:
+            if reconcile(session, index).changed and saves:
                 index.save()
         keeper = cls(index, sessions, dim)
+        keeper.saves = saves
         keeper.maybe_rebuild()
         return keeper
 
@@ -57,7 +60,7 @@ class IndexKeeper:
 
     def save(self) -> None:
         """Write the index to disk if it changed since it was last written."""
-        if self.index.dirty:
+        if self.saves and self.index.dirty:
             self.index.save()
 
     def maybe_rebuild(self) -> None:
@@ -81,7 +84,8 @@ class IndexKeeper:
             with self.sessions() as session:
                 ids, vectors = load_vectors(session, self.dim)
             self.index.finish_rebuild(ids, vectors)
-            self.index.save()
+            if self.saves:
+                self.index.save()
             self.last_rebuild_s = time.perf_counter() - started
         except Exception:  # the flat index keeps serving; the next flush tries again
             log.exception("background index rebuild failed")

@@ -1,7 +1,8 @@
-"""`sourcelens` command line: ingest, search, jobs, serve, demo, keys, db, calibrate, reindex.
+"""`sourcelens` command line: ingest, search, jobs, serve, worker, demo, keys, db, calibrate, reindex.
 
 Commands work on a data directory (`--data-dir`), or, for search and jobs, on a running service (`--server URL
---key K`, through app.client). local.py holds the data-directory commands, search.py and jobs.py the rest.
+--key K`, through app.client). local.py holds the data-directory commands, worker.py the job worker, search.py
+and jobs.py the rest.
 """
 
 import argparse
@@ -9,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli import jobs, local, queries, saved, search
+from app.cli import jobs, local, queries, saved, search, worker
 from app.core import logs
 from app.core.config import Settings
 
@@ -17,7 +18,7 @@ from app.core.config import Settings
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
-    server = args.handler in (local.cmd_serve, local.cmd_demo)
+    server = args.handler in (local.cmd_serve, local.cmd_demo, worker.cmd_worker)
     logs.configure(settings.log_format if settings.log_format != "auto" else ("json" if server else "text"))
     try:
         return int(args.handler(args, settings))
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--port", type=int, help="port (SOURCELENS_PORT, default 8000)")
         command.set_defaults(handler=handler)
     commands.choices["demo"].add_argument("--no-serve", action="store_true", help="ingest only, then exit")
+    worker.add_parser(commands)
 
     keys = commands.add_parser("keys", help="create, list or revoke API keys")
     actions = keys.add_subparsers(required=True, metavar="ACTION")

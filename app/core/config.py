@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     job_slice_s: float = Field(
         default=60.0, gt=0, description="Longest turn of one job while others wait (jobs take turns)."
     )
+    run_jobs: bool = Field(
+        default=True,
+        description="Run ingest and batch-query jobs in this server process; false when `sourcelens worker` "
+        "processes do it (docs/operations.md, Workers).",
+    )
     near_duplicate_similarity: float | None = Field(
         default=None,
         ge=-1,
@@ -157,7 +162,7 @@ class Settings(BaseSettings):
         default=20.0, ge=0, description="On SIGTERM, how long requests in flight may take to finish."
     )
     log_format: str = Field(
-        default="auto", pattern="^(auto|json|text)$", description="auto: JSON for serve and demo, text otherwise."
+        default="auto", pattern="^(auto|json|text)$", description="auto: JSON for serve, worker, demo; else text."
     )
 
     host: str = "127.0.0.1"

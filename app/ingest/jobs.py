@@ -15,8 +15,9 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.access import Principal
-from app.core.db import utcnow
+from app.core.db import begin_write, utcnow
 from app.core.errors import NotFoundError
+from app.core.lease import LeaseLost
 from app.ingest.manifest import ManifestRow, RowError
 from app.ingest.models import IngestItem, IngestJob
 
@@ -117,11 +118,21 @@ class JobStore:
         order = (IngestJob.turn_at.is_not(None), IngestJob.turn_at, IngestJob.created_at, IngestJob.id)
         query = select(IngestJob).where(claimable).order_by(*order).limit(1)
         with self.sessions() as session:
+            begin_write(session)  # SQLite: the writer lock first, so two processes cannot read the same job
             job = session.scalar(query.with_for_update(skip_locked=True))
             if job is not None:
                 job.state, job.worker, job.heartbeat_at = "running", worker, utcnow()
             session.commit()
             return job.id if job is not None else None
+
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        """Refresh `worker`'s lease on a running job; False when the job is no longer its own (taken over by
+        another worker, cancelled, finished)."""
+        mine = (IngestJob.id == job_id, IngestJob.worker == worker, IngestJob.state == "running")
+        with self.sessions() as session:
+            result = session.execute(update(IngestJob).where(*mine).values(heartbeat_at=utcnow()))
+            session.commit()
+            return bool(getattr(result, "rowcount", 0))
 
     def requeue_running(self) -> int:
         """At start-up of the embedded (single-process) server: jobs left running by a crash go back in the
@@ -131,12 +142,12 @@ class JobStore:
             session.commit()
             return int(getattr(result, "rowcount", 0) or 0)
 
-    def requeue(self, job_id: str) -> None:
+    def requeue(self, job_id: str, worker: str | None = None) -> None:
         """A running job goes back in the queue: its slice is up, or the database was busy for now. Taking
-        turns, it goes behind the jobs that waited longer."""
+        turns, it goes behind the jobs that waited longer. With `worker`, only while the job is still its own."""
         with self.sessions() as session:
             job = get_job(session, job_id)
-            if job.state == "running":
+            if job.state == "running" and (worker is None or job.worker == worker):
                 job.state, job.turn_at = "queued", utcnow()
                 session.commit()
 
@@ -217,6 +228,16 @@ def get_job(session: Session, job_id: str) -> IngestJob:
     if job is None:
         raise NotFoundError(f"ingest job {job_id!r} not found")
     return job
+
+
+def hold_lease(session: Session, job_id: str, worker: str) -> None:
+    """Lock the job's row for the rest of this transaction, and check that the job is still `worker`'s: the fence
+    before each write a worker makes for its job. LeaseLost when another worker has claimed it meanwhile (this
+    one was presumed dead: its heartbeat went stale)."""
+    query = select(IngestJob.worker).where(IngestJob.id == job_id).with_for_update()
+    holder = session.execute(query).scalar_one_or_none()
+    if holder != worker:
+        raise LeaseLost(f"ingest job {job_id} is now {holder or 'nobody'}'s, not {worker}'s")
 
 
 def pending_item_ids(session: Session, job_id: str) -> list[int]:

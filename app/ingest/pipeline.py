@@ -25,11 +25,12 @@ from app.catalog.keeper import IndexKeeper
 from app.catalog.media import MediaStore
 from app.catalog.models import Image
 from app.catalog.service import content_hash
-from app.core.db import utcnow
+from app.core.db import begin_write, utcnow
+from app.core.lease import worker_name
 from app.core.metrics import Metrics
 from app.ingest.fetch import Fetcher, read_local
 from app.ingest.intake import remove_job_files
-from app.ingest.jobs import IngestReport, JobStore, get_job, pending_item_ids
+from app.ingest.jobs import IngestReport, JobStore, get_job, hold_lease, pending_item_ids
 from app.ingest.manifest import ManifestLimits, ManifestRow, read_manifest
 from app.ingest.models import IngestItem, IngestJob
 from app.ingest.writer import BatchWriter, JobContext, ReadItem
@@ -92,17 +93,26 @@ class IngestPipeline:
         progress: Progress | None = None,
         stop: threading.Event | None = None,
         until: float | None = None,
+        worker: str | None = None,
     ) -> IngestReport:
         """Process a job's pending items and return its report. Between batches it stops when `stop` is set, the
-        job was cancelled, or time.monotonic() passed `until` (the job's slice is up); it then stays claimed."""
+        job was cancelled, or time.monotonic() passed `until` (the job's slice is up); it then stays claimed.
+
+        `worker`: the runner that claimed the job; each batch is written only while the job is still its own
+        (LeaseLost otherwise). None: run in the foreground, as this process (the job is taken as it is)."""
         started = time.perf_counter()
         with self.sessions() as session:
+            begin_write(session)
+            if worker is not None:
+                hold_lease(session, job_id, worker)
             job = get_job(session, job_id)
             if job.state not in ("queued", "running"):
                 return self.jobs.report(job_id)
+            job.worker = worker = worker or worker_name()
             job.state, job.heartbeat_at = "running", utcnow()
             session.commit()
             context = JobContext(job.id, Path(job.work_dir), job.confined, frozenset(job.factory_ids or []), set())
+            context.worker = worker
             item_ids = pending_item_ids(session, job_id)
             size = self.settings.batch_size
             batches = [item_ids[i : i + size] for i in range(0, len(item_ids), size)]
@@ -118,6 +128,8 @@ class IngestPipeline:
                 if (stop is not None and stop.is_set()) or (until is not None and time.monotonic() > until):
                     break
             else:
+                begin_write(session)
+                hold_lease(session, job_id, worker)
                 job = get_job(session, job_id)
                 if job.state == "running":
                     job.state, job.finished_at = "done", utcnow()

@@ -3,17 +3,17 @@
 Jobs take turns: one runs for at most `slice_s` while others wait, then goes back in the queue behind them, so a
 large or slow job (URLs that trickle in) cannot hold the others back. A job is failed only for a reason that
 concerns the whole job; a database busy for now puts it back in the queue instead. Several processes sharing a
-PostgreSQL database can each run one: claiming skips rows another worker has locked, and a job whose worker
-stopped sending heartbeats is taken over after `stale_after_s`.
+PostgreSQL database can each run one (`sourcelens worker`): claiming skips rows another worker has locked, a
+heartbeat thread keeps the claimed job's lease fresh, and a job whose worker stopped sending heartbeats (it died)
+is taken over after `stale_after_s`; each batch is written only while the job is still this worker's.
 """
 
 import logging
-import os
-import socket
 import threading
 import time
 
 from app.core.db import transient_retry_after
+from app.core.lease import Heartbeat, LeaseLost, worker_name
 from app.ingest.intake import remove_job_files
 from app.ingest.jobs import JobStore
 from app.ingest.pipeline import IngestPipeline
@@ -30,7 +30,7 @@ class JobRunner:
         self.poll_s = poll_s
         self.stale_after_s = stale_after_s
         self.slice_s = slice_s
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker_name()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,15 +78,20 @@ class JobRunner:
 
     def _run(self, job_id: str) -> None:
         log.info("ingest job %s started by %s", job_id, self.worker)
+        lease = Heartbeat(lambda: self.jobs.heartbeat(job_id, self.worker), self.stale_after_s / 4, "ingest-lease")
         try:
-            report = self.pipeline.run_job(job_id, stop=self._stop, until=time.monotonic() + self.slice_s)
+            with lease:
+                until = time.monotonic() + self.slice_s
+                report = self.pipeline.run_job(job_id, stop=self._stop, until=until, worker=self.worker)
             if report.state == "running":  # its turn is up, or the server is stopping: checkpointed, queued again
-                self.jobs.requeue(job_id)
+                self.jobs.requeue(job_id, self.worker)
             log.info("ingest job %s %s: %s", job_id, report.state, report.summary())
+        except LeaseLost as exc:  # this worker was presumed dead; the job goes on with the one that took it over
+            log.warning("ingest job %s left to another worker: %s", job_id, exc)
         except Exception as exc:  # a broken job must not kill the worker; its report says why
             if (retry := transient_retry_after(exc)) is not None:
                 log.warning("ingest job %s paused, the database is busy: %s", job_id, str(exc).splitlines()[0])
-                self.jobs.requeue(job_id)
+                self.jobs.requeue(job_id, self.worker)
                 self._stop.wait(retry)
                 return
             log.exception("ingest job %s failed", job_id)

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from app.catalog.models import Factory, Image, Product
 from app.catalog.service import new_image_row
 from app.core.db import DatabaseError, begin_write, transient_retry_after, utcnow
-from app.ingest.jobs import STAGES, TEXT_LIMIT, get_job
+from app.core.lease import LeaseLost
+from app.ingest.jobs import STAGES, TEXT_LIMIT, get_job, hold_lease
 from app.ingest.manifest import ManifestRow
 from app.ingest.models import IngestItem
 from embeddings import LoadedImage
@@ -49,6 +50,7 @@ class JobContext:
     factory_ids: frozenset[str]  # the factories its rows may write; empty: any
     known: set[tuple[str, str]]  # (product_id, content hash) already stored
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    worker: str = ""  # who holds the job: each batch is written only while it still does
 
 
 class BatchWriter:
@@ -62,6 +64,9 @@ class BatchWriter:
             try:
                 self._write(session, batch, context, batch_seconds)
                 return
+            except LeaseLost:  # another worker took the job over: this batch is its to write
+                session.rollback()
+                raise
             except DatabaseError as exc:
                 session.rollback()
                 retry = transient_retry_after(exc)
@@ -72,6 +77,8 @@ class BatchWriter:
     def _write(self, session: Session, batch: list[ReadItem], context: JobContext, batch_seconds: float) -> None:
         started = time.perf_counter()
         begin_write(session)  # before the first savepoint: see begin_write
+        if context.worker:
+            hold_lease(session, context.job_id, context.worker)  # the job's row stays locked until the commit
         new_images: list[tuple[Image, np.ndarray]] = []
         added: set[tuple[str, str]] = set()  # (product, content hash) stored by this batch so far
         outcomes: dict[int, tuple[str, str | None]] = {}
