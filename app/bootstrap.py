@@ -150,6 +150,7 @@ def build_services(
         kind=settings.index,
         ivf_threshold=settings.index_ivf_threshold,
         faiss_threads=settings.faiss_threads,
+        store=settings.vector_store,
         saves=saves_index,
     )
     media = MediaStore(settings.media_dir)

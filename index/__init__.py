@@ -1,9 +1,12 @@
-"""Vector indexes behind one interface (base.py): FAISS today. Imports nothing from app or embeddings."""
+"""Vector indexes behind one interface (base.py): FAISS in the process (the default) or Milvus shared by
+several processes. Imports nothing from app or embeddings."""
 
 from pathlib import Path
 
-from index.base import IndexMismatchError, VectorIndex
+from index.base import IndexMismatchError, VectorFields, VectorFilter, VectorIndex
 from index.faiss_index import IVF_THRESHOLD, FaissIndex
+
+FAISS = "faiss"
 
 
 def open_index(
@@ -13,8 +16,15 @@ def open_index(
     index_type: str = "auto",
     ivf_threshold: int = IVF_THRESHOLD,
     search_threads: int = 0,
+    store: str = FAISS,
 ) -> VectorIndex:
-    return FaissIndex.open(directory, embedder, dim, index_type, ivf_threshold, search_threads)
+    """`store`: "faiss" (an index in `directory`, in this process), `milvus://host:port`, or a Milvus Lite
+    file path ending in .db."""
+    if store == FAISS:
+        return FaissIndex.open(directory, embedder, dim, index_type, ivf_threshold, search_threads)
+    from index.milvus_index import MilvusIndex  # pymilvus is an optional dependency (the milvus extra)
+
+    return MilvusIndex(store, embedder, dim)
 
 
-__all__ = ["FaissIndex", "IndexMismatchError", "VectorIndex", "open_index"]
+__all__ = ["FaissIndex", "IndexMismatchError", "VectorFields", "VectorFilter", "VectorIndex", "open_index"]

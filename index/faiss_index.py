@@ -19,13 +19,14 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from index import faiss_kinds as kinds
-from index.base import IndexMismatchError, VectorIndex
+from index.base import IndexMismatchError, VectorFields, VectorFilter, VectorIndex
 from index.rwlock import ReadWriteLock
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class FaissIndex(VectorIndex):
 
     # --- mutations -----------------------------------------------------------------------------------
 
-    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, fields: Sequence[VectorFields] | None = None) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) != len(ids):
@@ -203,7 +204,9 @@ class FaissIndex(VectorIndex):
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, where: VectorFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if self.search_threads:
             # OpenMP keeps the thread count per calling thread: a count set once at start-up reaches only the

@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a model hub
 
-from helpers import TEST_SETTINGS
+from helpers import TEST_SETTINGS, vector_store_for
 from sqlalchemy import Connection, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,7 +54,8 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model=TINY_MODEL, precision="fp32", embed_batch_size=8, **TEST_SETTINGS)
+    more = {**TEST_SETTINGS, **vector_store_for(tmp_path)}
+    return Settings(data_dir=tmp_path / "data", model=TINY_MODEL, precision="fp32", embed_batch_size=8, **more)
 
 
 @pytest.fixture
@@ -74,12 +75,16 @@ def make_services(settings: Settings) -> Iterator[Callable[..., Services]]:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def no_leaked_threads() -> Iterator[None]:
+def no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test module, its module-wide services included, leaves no thread running, but for the index's
-    background rebuild and preload, which a process may abandon at exit."""
+    background rebuild and preload, which a process may abandon at exit, and what the module declares in
+    LINGERING_THREADS (name prefixes) with its reason."""
     before = set(threading.enumerate())
     yield
-    leaked = [t for t in threading.enumerate() if t not in before and not t.name.startswith(BACKGROUND_THREADS)]
+    allowed = BACKGROUND_THREADS + tuple(getattr(request.module, "LINGERING_THREADS", ()))
+    if vector_store_for(Path()):  # Milvus Lite's gRPC server: see tests/unit/test_vector_store_contract.py
+        allowed += ("ThreadPoolExecutor-",)
+    leaked = [t for t in threading.enumerate() if t not in before and not t.name.startswith(allowed)]
     deadline = time.monotonic() + 5
     for thread in leaked:
         thread.join(max(0.0, deadline - time.monotonic()))

@@ -23,9 +23,20 @@ TEST_SETTINGS: dict[str, object] = {
 }
 
 
+def vector_store_for(directory: Path) -> dict[str, str]:
+    """SOURCELENS_TEST_VECTOR_STORE=milvus-lite runs the suite's services on a Milvus Lite file in `directory`
+    instead of a FAISS index (`.ci/run` runs tests/api once that way)."""
+    if os.environ.get("SOURCELENS_TEST_VECTOR_STORE") == "milvus-lite":
+        return {"vector_store": str(directory / "vectors.db")}
+    return {}
+
+
 def module_services(factory: pytest.TempPathFactory, model: Embedder, **overrides: object) -> Services:
     """Services on a fresh data directory, for a module-scoped fixture (which must close them)."""
-    settings = Settings(data_dir=factory.mktemp("data"), model=model.name, **{**TEST_SETTINGS, **overrides})
+    data_dir = factory.mktemp("data")
+    settings = Settings(
+        data_dir=data_dir, model=model.name, **{**TEST_SETTINGS, **vector_store_for(data_dir), **overrides}
+    )
     return build_services(settings, model)
 
 

@@ -12,8 +12,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.catalog.models import Image
-from index import IndexMismatchError, VectorIndex
+from app.catalog.models import Factory, Image, Product
+from index import IndexMismatchError, VectorFields, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,44 @@ def reconcile(session: Session, index: VectorIndex) -> SyncReport:
 
 
 def upsert_from_db(session: Session, index: VectorIndex, image_ids: list[int]) -> None:
+    """Write these images' stored vectors (and, for a store that filters by itself, their catalogue fields)."""
     rows = session.execute(select(Image.id, Image.embedding).where(Image.id.in_(image_ids))).all()
     if rows:
         ids = np.array([row.id for row in rows], dtype=np.int64)
-        index.upsert(ids, np.stack([vector_from_bytes(row.embedding) for row in rows]))
+        vectors = np.stack([vector_from_bytes(row.embedding) for row in rows])
+        index.upsert(ids, vectors, fields_for(session, index, ids))
+
+
+def fields_for(session: Session, index: VectorIndex, image_ids: np.ndarray) -> list[VectorFields] | None:
+    """The catalogue fields of each image, in order, for a store that filters by itself (None for FAISS)."""
+    if not index.filters_inside:
+        return None
+    query = (
+        select(Image.id, Product.factory_id, Factory.region, Product.category, Product.price, Product.moq)
+        .join(Product, Image.product_id == Product.id)
+        .join(Factory, Product.factory_id == Factory.id)
+        .where(Image.id.in_([int(i) for i in image_ids]))
+    )
+    found = {row.id: VectorFields(*row[1:]) for row in session.execute(query)}
+    # An image deleted meanwhile keeps a placeholder: written, then dropped by every search's database check.
+    return [found.get(int(i), VectorFields(factory_id="")) for i in image_ids]
+
+
+def drop_if_deleted(session: Session, index: VectorIndex, image_ids: np.ndarray) -> None:
+    """Call after writing vectors that were committed before: an image deleted between its commit and the
+    index write (its delete found nothing in the index to remove) is removed now, so the index never keeps it."""
+    wanted = [int(i) for i in image_ids]
+    present = set(session.scalars(select(Image.id).where(Image.id.in_(wanted))))
+    if gone := [i for i in wanted if i not in present]:
+        index.remove(np.array(gone, dtype=np.int64))
+
+
+def refresh_fields(session: Session, index: VectorIndex, image_ids: list[int]) -> None:
+    """After a product's or factory's filter values changed: rewrite its images' fields in a store that keeps
+    them (vectors included, from the database)."""
+    if index.filters_inside:
+        for start in range(0, len(image_ids), CHUNK):
+            upsert_from_db(session, index, image_ids[start : start + CHUNK])
 
 
 def vector_from_bytes(blob: bytes) -> np.ndarray:

@@ -35,13 +35,14 @@ class IndexKeeper:
         kind: str,
         ivf_threshold: int,
         faiss_threads: int,
+        store: str = "faiss",
         saves: bool = True,
     ) -> "IndexKeeper":
         """Open the index in `directory` and repair it against the database (the source of truth). Refuses a
         catalogue embedded by another model."""
         with sessions() as session:
             check_catalogue_embedder(session, model_name)
-            index = open_index(directory, model_name, dim, kind, ivf_threshold, faiss_threads)
+            index = open_index(directory, model_name, dim, kind, ivf_threshold, faiss_threads, store)
             if reconcile(session, index).changed and saves:
                 index.save()
         keeper = cls(index, sessions, dim)
@@ -94,3 +95,4 @@ class IndexKeeper:
         """Save what changed. A rebuild in progress is left to finish or die with the process: the saved flat
         index serves, and the next start rebuilds."""
         self.save()
+        self.index.close()

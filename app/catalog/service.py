@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from app.catalog.facets import Facets, catalogue_facets
-from app.catalog.index_sync import vector_to_bytes
+from app.catalog.index_sync import drop_if_deleted, fields_for, refresh_fields, vector_to_bytes
 from app.catalog.media import MediaStore
 from app.catalog.models import Factory, Image, Product
 from app.catalog.types import FactoryInfo, ImageInfo, IndexStatus, NewFactory, NewProduct, ProductInfo, Readiness
 from app.core.access import Principal
-from app.core.db import DatabaseError
+from app.core.db import DatabaseError, begin_write
 from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from app.core.jsonvalues import check_json
 from embeddings import ImageDecoder, LoadedImage, ModelScheduler, Preprocess
@@ -31,6 +31,7 @@ from index import VectorIndex
 # Fields an update may set to null (clearing them); a null for any other field leaves it as it is.
 CLEARABLE_FACTORY_FIELDS = ("region",)
 CLEARABLE_PRODUCT_FIELDS = ("category", "price", "moq")
+FILTERED_PRODUCT_FIELDS = {"category", "price", "moq", "factory_id"}  # stored beside vectors in Milvus
 
 
 def content_hash(data: bytes) -> str:
@@ -94,14 +95,19 @@ class CatalogService:
             factory = _factory(session, factory_id)
             _apply(factory, changes, CLEARABLE_FACTORY_FIELDS)
             session.commit()
+            if "region" in changes:
+                refresh_fields(session, self.index, _image_ids(session, Product.factory_id == factory_id))
             return factory_info(factory, _product_counts(session, [factory_id]).get(factory_id, 0))
 
     def delete_factory(self, factory_id: str, actor: Principal) -> int:
         """Delete a factory with its products and images; returns how many vectors were removed."""
         actor.check_write(factory_id)
         with self.sessions() as session:
-            factory = _factory(session, factory_id)
-            image_ids = list(session.scalars(select(Image.id).join(Product).where(Product.factory_id == factory_id)))
+            begin_write(session)
+            factory = _factory(session, factory_id, lock=True)
+            # Its products locked, then their images listed: see delete_product.
+            session.execute(select(Product.id).where(Product.factory_id == factory_id).with_for_update())
+            image_ids = _image_ids(session, Product.factory_id == factory_id)
             session.delete(factory)
             session.commit()
         return self.index.remove(np.array(image_ids, dtype=np.int64))
@@ -148,13 +154,18 @@ class CatalogService:
             actor.check_write(product.factory_id)
             _apply(product, changes, CLEARABLE_PRODUCT_FIELDS)
             session.commit()
+            if FILTERED_PRODUCT_FIELDS & changes.keys():
+                refresh_fields(session, self.index, _image_ids(session, Product.id == product_id))
             return product_info(product, [image.id for image in product.images])
 
     def delete_product(self, product_id: str, actor: Principal) -> int:
         with self.sessions() as session:
-            product = _product(session, product_id)
+            begin_write(session)
+            product = _product(session, product_id, lock=True)
             actor.check_write(product.factory_id)
-            image_ids = [image.id for image in product.images]
+            # Locked first, then listed: an image being added now waits for this delete and then finds no
+            # product, so no image is missed here and left in the index.
+            image_ids = _image_ids(session, Product.id == product_id)
             session.delete(product)
             session.commit()
         # the index casts ids to int64 itself, so a mutated dtype here is equivalent
@@ -198,8 +209,11 @@ class CatalogService:
                 if stored is None:  # the product itself went away meanwhile
                     raise NotFoundError(f"product {product_id!r} not found") from None
                 return image_info(stored), False
-            self.index.upsert(np.array([image.id]), vector[None, :])
-            return image_info(image), True
+            ids = np.array([image.id], dtype=np.int64)
+            info = image_info(image)
+            self.index.upsert(ids, vector[None, :], fields_for(session, self.index, ids))
+            drop_if_deleted(session, self.index, ids)  # its product may have been deleted meanwhile
+            return info, True
 
     def delete_image(self, image_id: int, actor: Principal) -> None:
         with self.sessions() as session:
@@ -291,15 +305,19 @@ def _product_counts(session: Session, factory_ids: list[str]) -> dict[str, int]:
     return dict(rows.tuples().all())
 
 
-def _factory(session: Session, factory_id: str) -> Factory:
-    factory = session.get(Factory, factory_id)
+def _image_ids(session: Session, where: ColumnElement[bool]) -> list[int]:
+    return list(session.scalars(select(Image.id).join(Product).where(where)))
+
+
+def _factory(session: Session, factory_id: str, lock: bool = False) -> Factory:
+    factory = session.get(Factory, factory_id, with_for_update=lock)
     if factory is None:
         raise NotFoundError(f"factory {factory_id!r} not found")
     return factory
 
 
-def _product(session: Session, product_id: str) -> Product:
-    product = session.get(Product, product_id)
+def _product(session: Session, product_id: str, lock: bool = False) -> Product:
+    product = session.get(Product, product_id, with_for_update=lock)
     if product is None:
         raise NotFoundError(f"product {product_id!r} not found")
     return product

@@ -26,15 +26,9 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     worker.set_defaults(handler=cmd_worker)
 
 
-def vector_store(settings: Settings) -> str:
-    """SOURCELENS_VECTOR_STORE: faiss, milvus://host:port, or a Milvus Lite file (faiss where the setting is
-    absent)."""
-    return str(getattr(settings, "vector_store", "faiss"))
-
-
 def shared_store(settings: Settings) -> bool:
     """Whether every process reads and writes the same vectors (a Milvus server), so a worker may write them."""
-    return vector_store(settings).startswith("milvus")
+    return settings.vector_store.startswith("milvus")
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -43,9 +37,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from app.bootstrap import build_services
     from app.core.errors import InvalidInputError
 
-    if vector_store(settings) != "faiss" and not shared_store(settings):
+    if settings.vector_store != "faiss" and not shared_store(settings):
         raise InvalidInputError(
-            f"a Milvus Lite file ({vector_store(settings)}) serves one process: run the jobs in the server, or use "
+            f"a Milvus Lite file ({settings.vector_store}) serves one process: run the jobs in the server, or use "
             "SOURCELENS_VECTOR_STORE=milvus://host:port"
         )
     if not shared_store(settings):

@@ -39,6 +39,14 @@ class Settings(BaseSettings):
         "index_ivf_threshold vectors, then rebuilt as ivf-sq8 in the background.",
     )
     index_ivf_threshold: int = Field(default=50_000, ge=1)
+    vector_store: str = Field(
+        default="faiss",
+        max_length=2048,
+        pattern=r"^(faiss|milvus(\+https)?://\S+|\S+\.db)$",
+        description="Where the vectors live: faiss (an index in the data directory, in this process), "
+        "milvus://host:19530 (a Milvus server shared by several API processes and workers), or a Milvus Lite "
+        "file path ending in .db (one process). Needs the milvus extra for Milvus.",
+    )
     index_preload: bool = Field(
         default=True,
         description="An IVF index opens memory-mapped (serving at once); then read it into memory in the "

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from app.catalog.index_sync import drop_if_deleted, fields_for
 from app.catalog.models import Factory, Image, Product
 from app.catalog.service import new_image_row
 from app.core.db import DatabaseError, begin_write, transient_retry_after, utcnow
@@ -92,14 +93,17 @@ class BatchWriter:
             if image is not None and item.vector is not None:
                 new_images.append((image, item.vector))
                 added.add((item.row.product_id, item.digest))
+        ids = np.array([image.id for image, _ in new_images], dtype=np.int64)
+        fields = fields_for(session, self.index, ids) if new_images else None  # read before the commit ends
         context.stage_seconds["write"] += time.perf_counter() - started
         _acknowledge(session, context.job_id, outcomes, context.stage_seconds, batch_seconds)
         session.commit()
         self.on_outcomes([outcome for outcome, _ in outcomes.values()])
         context.known |= added
         if new_images:
-            ids = np.array([image.id for image, _ in new_images])
-            self.index.upsert(ids, np.stack([vector for _, vector in new_images]))
+            self.index.upsert(ids, np.stack([vector for _, vector in new_images]), fields)
+            drop_if_deleted(session, self.index, ids)  # a product deleted while this batch was being written
+            session.rollback()  # end the read: the next batch begins its own write
         context.stage_seconds = dict.fromkeys(STAGES, 0.0)
 
     def _apply(

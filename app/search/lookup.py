@@ -3,7 +3,7 @@ page's factories and products, and a catalogue image to search from. One session
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Select, select
@@ -16,6 +16,7 @@ from app.catalog.types import FactoryInfo, ProductInfo
 from app.core.errors import NotFoundError
 from app.search.fusion import ImageRef
 from app.search.options import SearchFilters
+from index import VectorFilter
 
 
 class SourceImage(NamedTuple):
@@ -51,11 +52,29 @@ class CatalogueReader:
         )
         if not filters.factory_attributes:
             return np.array([row.id for row in rows], dtype=np.int64)
-        # JSON attributes compare in Python: the same on SQLite and PostgreSQL, and factories are few.
-        wanted = filters.factory_attributes
-        factories = self.session.execute(select(Factory.id, Factory.attributes)).all()
-        kept = {f.id for f in factories if all(f.attributes.get(k) == v for k, v in wanted.items())}
+        kept = self._factories_with(filters.factory_attributes)
         return np.array([row.id for row in rows if row.factory_id in kept], dtype=np.int64)
+
+    def _factories_with(self, wanted: dict[str, Any]) -> set[str]:
+        # JSON attributes compare in Python: the same on SQLite and PostgreSQL, and factories are few.
+        factories = self.session.execute(select(Factory.id, Factory.attributes)).all()
+        return {f.id for f in factories if all(f.attributes.get(k) == v for k, v in wanted.items())}
+
+    def vector_filter(self, filters: SearchFilters) -> VectorFilter | None:
+        """The filters for a store that applies them itself (Milvus); factory attributes become the list of
+        factories that have them."""
+        if not filters.active:
+            return None
+        wanted = filters.factory_attributes
+        factory_ids = tuple(sorted(self._factories_with(wanted))) if wanted else None
+        return VectorFilter(
+            region=filters.region,
+            category=filters.category,
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            max_moq=filters.max_moq,
+            factory_ids=factory_ids,
+        )
 
     def image_refs(self, image_ids: Iterable[int]) -> Iterator[ImageRef]:
         """Product, factory and content hash of each image the database still has (a deleted one is skipped)."""

@@ -29,7 +29,7 @@ from app.search.options import QueryPhoto, SearchOptions, check_paging
 from app.search.scoring import FactoryScore, Hit, MatchLevel, Thresholds, rank_factories, with_evidence
 from app.search.verify import FeatureCache, QueryFeatures, Verification, verify
 from embeddings import ImageDecoder, ModelScheduler, Preprocess, TextNotSupported, Ticket, normalise
-from index import VectorIndex
+from index import VectorFilter, VectorIndex
 
 # How many nearest images feed the per-factory aggregation, per factory asked for. Generous, because
 # one factory's many near matches should not crowd others out of the candidate pool.
@@ -253,10 +253,13 @@ class SearchService:
     def _run(self, query: _Query, options: SearchOptions, started: float, timings: dict[str, float]) -> SearchResult:
         with self.lookup.reader() as reader:
             with self.scheduler.cpu_turn():
-                allowed = reader.allowed_image_ids(options.filters)
+                if self.index.filters_inside:  # Milvus filters inside its search, before the top k
+                    allowed, where = None, reader.vector_filter(options.filters)
+                else:  # FAISS searches among the ids the database says pass
+                    allowed, where = reader.allowed_image_ids(options.filters), None
                 if options.verify:  # extracted while FAISS searches, on the other core
                     query.local_features(self.verify_pool)
-                ranked = self._ranked(reader, query, options, allowed, timings)
+                ranked = self._ranked(reader, query, options, allowed, where, timings)
                 # The photo alone found no clear match: the product may be framed, padded or part of a scene, so
                 # its crops are searched too. A clear match (the usual case) costs one forward pass, not several.
                 if second_pass := any(query.crop_later) and not settled(ranked):
@@ -271,7 +274,7 @@ class SearchService:
                 query.views = [np.concatenate([done, new]) for done, new in zip(query.views, more, strict=True)]
                 query.crop_later = [False for _ in query.views]
                 with self.scheduler.cpu_turn():
-                    ranked = self._ranked(reader, query, options, allowed, timings)
+                    ranked = self._ranked(reader, query, options, allowed, where, timings)
                 timings["passes"] = 2
             confident = any(f.confident for f in ranked)
             gated = query.gated and not options.include_weak
@@ -325,13 +328,14 @@ class SearchService:
         query: _Query,
         options: SearchOptions,
         allowed: np.ndarray | None,
+        where: VectorFilter | None,
         timings: dict[str, float],
     ) -> list[FactoryScore]:
         """Search what FAISS has not seen yet, fuse everything found so far, verify and rank."""
         with _timed(timings, "search"):
             pending = query.unsearched()
             pool = min(MAX_POOL, max(MIN_POOL, (options.offset + options.top_k) * POOL_PER_FACTORY))
-            scores, ids = self.index.search(np.concatenate(pending), pool, allowed)
+            scores, ids = self.index.search(np.concatenate(pending), pool, allowed, where)
             rows = iter(zip(scores, ids, strict=True))
             for found, vectors in zip(query.found, pending, strict=True):
                 found.extend(next(rows) for _ in vectors)
