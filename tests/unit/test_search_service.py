@@ -14,10 +14,12 @@ from PIL import Image, ImageEnhance
 from app.catalog.index_sync import vector_to_bytes
 from app.catalog.models import Factory, Product
 from app.catalog.models import Image as ImageRow
+from app.core.errors import NotFoundError
 from app.demo.sample_catalogue import Design, factory_palette, render_product
 from app.search.compare import Comparison
 from app.search.fusion import ImageRef, best_per_image, fuse_views
-from app.search.options import QueryPhoto, SearchOptions
+from app.search.lookup import SearchLookup
+from app.search.options import QueryPhoto, SearchFilters, SearchOptions
 from app.search.pipeline import settled
 from app.search.scoring import FactoryScore, Hit, Thresholds, with_evidence
 from app.search.verify import Verification
@@ -247,3 +249,34 @@ def test_products_deleted_while_a_search_runs_are_left_out_of_its_page(effnet_se
     assert gone_factory not in [f.factory_id for f in result.factories]
     assert all(m.product_id != gone_product for f in result.factories for m in f.matches)
     assert result.total == full.total - (len(full.factories) - len(result.factories))
+
+
+def test_price_bounds_keep_a_price_equal_to_them_and_a_missing_source_image_is_named(rolled_back_sessions):
+    with rolled_back_sessions() as session:
+        session.add(Factory(id="F", name="F", attributes={}))
+        for product_id, price in (("cheap", 1.0), ("mid", 2.0), ("dear", 3.0)):
+            session.add(Product(id=product_id, factory_id="F", title=product_id, price=price, attributes={}))
+            embedding = vector_to_bytes(np.ones(4, np.float32))
+            session.add(
+                ImageRow(
+                    product_id=product_id,
+                    content_hash=product_id,
+                    source="t",
+                    width=1,
+                    height=1,
+                    embedder="m",
+                    embedding=embedding,
+                )
+            )
+        session.commit()
+    with SearchLookup(rolled_back_sessions).reader() as reader:
+
+        def products(**bounds: float) -> list[str]:
+            allowed = reader.allowed_image_ids(SearchFilters(**bounds))
+            return sorted(ref.product_id for ref in reader.image_refs(allowed.tolist()))
+
+        assert products(min_price=2.0) == ["dear", "mid"]
+        assert products(max_price=2.0) == ["cheap", "mid"]
+        assert products(min_price=2.0, max_price=2.0) == ["mid"]
+        with pytest.raises(NotFoundError, match=r"^image 999 not found$"):  # "more like this" of a deleted image
+            reader.source_image(999)
