@@ -34,6 +34,7 @@ from app.api.routes import (
 )
 from app.api.security import Public
 from app.bootstrap import Services, build_services, make_scheduler
+from app.core import logs
 from app.core.config import Settings
 from app.core.metrics import Metrics
 
@@ -42,6 +43,14 @@ DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))  # Swagge
 MULTIPART_SLACK = 65536  # a body's framing around the file it carries
 SEARCH_PATH = "/api/v1/search"
 TITLE = "SourceLens"
+
+
+def create_app_in_worker_process() -> FastAPI:
+    """`sourcelens serve --workers N`: each of uvicorn's processes builds its app from the environment (which
+    the command filled from its options), with the same logging as `serve`."""
+    settings = Settings()
+    logs.configure(settings.log_format if settings.log_format != "auto" else "json")
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:

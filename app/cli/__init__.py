@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--port", type=int, help="port (SOURCELENS_PORT, default 8000)")
         command.set_defaults(handler=handler)
     commands.choices["demo"].add_argument("--no-serve", action="store_true", help="ingest only, then exit")
+    commands.choices["serve"].add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes sharing the port (more than 1 needs SOURCELENS_VECTOR_STORE=milvus://host:port)",
+    )
     worker.add_parser(commands)
 
     keys = commands.add_parser("keys", help="create, list or revoke API keys")

@@ -3,6 +3,7 @@
 import argparse
 import json  # noqa: F401  (kept for commands printing JSON)
 import logging
+import os
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -64,6 +65,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services 
             self.on_exit()
             super().handle_exit(sig, frame)
 
+    if getattr(args, "workers", 1) > 1:
+        return _serve_processes(args.workers, settings)
     own = services is None
     services = services or build_services(settings)  # before listening: a model that cannot load fails now
     model, index = services.model, services.index
@@ -90,6 +93,41 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services 
     finally:
         if own:
             services.close()
+    return 0
+
+
+def _serve_processes(count: int, settings: Settings) -> int:
+    """N API processes on one port (uvicorn's workers), each with its own model and its own app. They must
+    share every piece of state: the database, and a vector store that several processes may read and write
+    (a Milvus server); a FAISS index lives inside one process, so it is refused here. Rate limits are shared
+    through SOURCELENS_REDIS_URL, else counted per process."""
+    import uvicorn
+
+    from app.core.errors import InvalidInputError
+
+    if not settings.vector_store.startswith("milvus"):
+        raise InvalidInputError(
+            f"--workers {count} needs a vector store the processes share: set "
+            f"SOURCELENS_VECTOR_STORE=milvus://host:port (now {settings.vector_store}; a FAISS index lives inside "
+            "one process)"
+        )
+    if settings.database_url is None or settings.database_url.startswith("sqlite"):
+        log.warning("several API processes on SQLite: writes wait for one another; PostgreSQL suits them better")
+    # The processes build their settings from the environment: what the command line chose goes there too.
+    for name in ("data_dir", "model", "database_url"):
+        if (value := getattr(settings, name)) is not None:
+            os.environ[f"SOURCELENS_{name.upper()}"] = str(value)
+    log.info("SourceLens serving http://%s:%d with %d processes", settings.host, settings.port, count)
+    uvicorn.run(
+        "app.main:create_app_in_worker_process",
+        factory=True,
+        workers=count,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=round(settings.shutdown_grace_s),
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,8 +23,7 @@ from test_kill_and_memory import SCRIPT, free_port
 
 from app.batch.models import QueryItem, QueryJob
 from app.batch.service import QueryPlan
-from app.core.db import make_engine, make_session_factory
-from app.database import upgrade
+from app.core.db import make_session_factory
 from app.demo.sample_catalogue import write_catalogue
 from app.ingest.jobs import JobStore
 from app.ingest.manifest import read_manifest
@@ -32,15 +31,6 @@ from app.ingest.manifest import read_manifest
 pytestmark = pytest.mark.process
 
 STALE_S = 3  # the lease: a worker silent this long is presumed dead
-
-
-@pytest.fixture
-def database(empty_postgres_url: str) -> Iterator[tuple[str, Engine]]:
-    """A PostgreSQL database of this test's own at the newest schema (migrated once, before any process starts)."""
-    engine = make_engine(empty_postgres_url)
-    upgrade(engine)
-    yield empty_postgres_url, engine
-    engine.dispose()
 
 
 def worker_env(data_dir: Path, url: str, **extra: str) -> dict[str, str]:
