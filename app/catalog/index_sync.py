@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.catalog.models import Factory, Image, Product
+from app.core.errors import InvalidInputError
 from index import IndexMismatchError, VectorFields, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,14 @@ def check_catalogue_embedder(session: Session, embedder: str) -> None:
             f"catalogue images were embedded with another model ({found}); the configured model is "
             f"{embedder}. Run `sourcelens reindex` to re-embed them, or set SOURCELENS_MODEL back."
         )
+
+
+def stored_embedder(session: Session) -> tuple[str, int]:
+    """The model that embedded the catalogue and its vectors' dimension (from one stored embedding)."""
+    row = session.execute(select(Image.embedder, Image.embedding).limit(1)).first()
+    if row is None:
+        raise InvalidInputError("the catalogue has no images yet: there is nothing to move")
+    return row.embedder, len(vector_from_bytes(row.embedding))
 
 
 def reconcile(session: Session, index: VectorIndex) -> SyncReport:

@@ -115,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
 
     reindex = commands.add_parser("reindex", help="re-embed the catalogue with the configured model")
     reindex.add_argument("--force", action="store_true", help="re-embed images already embedded by this model")
+    reindex.add_argument(
+        "--to",
+        metavar="STORE",
+        help="instead: copy the vectors to another vector store (faiss, milvus://host:port, or a .db file), "
+        "resumably, while searches use the current one; then switch SOURCELENS_VECTOR_STORE",
+    )
     reindex.set_defaults(handler=local.cmd_reindex)
     return parser
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from app.access.keys import KeyStore
     from app.bootstrap import Services
+    from index import VectorIndex
 
 log = logging.getLogger("sourcelens")
 
@@ -93,6 +94,51 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, services: "Services 
     finally:
         if own:
             services.close()
+    return 0
+
+
+def _move_store(store: str, settings: Settings) -> int:
+    """`reindex --to STORE`: the stored embeddings into another vector store (app/catalog/move.py)."""
+    from pydantic import ValidationError
+
+    from app.catalog.index_sync import stored_embedder
+    from app.catalog.move import move_vectors
+    from app.catalog.reindex import count_images
+    from app.core.errors import InvalidInputError
+    from app.database import open_database
+    from index import open_index
+
+    try:
+        Settings(vector_store=store)  # the setting's own check
+    except ValidationError:
+        raise InvalidInputError(
+            f"--to {store!r} is not a vector store: give faiss, milvus://host:port or a Milvus Lite file ending in .db"
+        ) from None
+    if store == settings.vector_store:
+        raise InvalidInputError(f"the vectors are in {store} already; --to names the store to move them to")
+    engine, sessions = open_database(settings)
+    try:
+        with sessions() as session:
+            embedder, dim = stored_embedder(session)
+            total = count_images(session)
+        target = open_index(settings.index_dir, embedder, dim, settings.index, settings.index_ivf_threshold, 0, store)
+        try:
+            state = settings.data_dir / "reindex-move.json"
+            with _progress_bar(total, "img") as bar:
+                report = move_vectors(sessions, target, store, state, bar.update)
+        finally:
+            target.close()
+    finally:
+        engine.dispose()
+    resumed = f" (resumed after image {report.resumed_after})" if report.resumed_after else ""
+    print(
+        f"copied {report.copied} vectors to {store}{resumed}; {report.total} there now "
+        f"({report.added} added and {report.removed} removed while copying)"
+    )
+    print(
+        f"next: set SOURCELENS_VECTOR_STORE={store} and restart the API processes and workers one at a time; "
+        "each start adds what was written to the old store meanwhile"
+    )
     return 0
 
 
@@ -264,6 +310,8 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    if args.to:
+        return _move_store(args.to, settings)
     from app.bootstrap import load_model
     from app.catalog.media import MediaStore
     from app.catalog.reindex import count_images, rebuild_index, reembed
@@ -273,7 +321,16 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     model = load_model(settings)
     with sessions() as session, _progress_bar(count_images(session), "img") as bar:
         done = reembed(sessions, model, MediaStore(settings.media_dir), bar.update, force=args.force)
-    index = rebuild_index(sessions, model, settings.index_dir, settings.index, settings.index_ivf_threshold)
+    index: VectorIndex
+    if settings.vector_store == "faiss":
+        index = rebuild_index(sessions, model, settings.index_dir, settings.index, settings.index_ivf_threshold)
+    else:  # a Milvus collection of the new model's own, filled from the new embeddings
+        from app.catalog.move import move_vectors
+        from index import open_index
+
+        index = open_index(settings.index_dir, model.name, model.dim, store=settings.vector_store)
+        move_vectors(sessions, index, settings.vector_store, settings.data_dir / "reindex-move.json")
     engine.dispose()
     print(f"re-embedded {done} images with {model.name}; the index holds {len(index)} vectors ({index.describe()})")
+    index.close()
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import VectorFields, VectorFilter, VectorIndex, open_index
+from index import IndexMismatchError, VectorFields, VectorFilter, VectorIndex, open_index
 
 DIM = 32
 # Milvus Lite serves gRPC in this process; grpc leaves the idle threads of the pool it was given when the
@@ -155,7 +155,7 @@ def test_a_filter_nothing_passes_and_a_hostile_value_find_nothing(make_store):
     for where in (
         VectorFilter(factory_ids=()),
         VectorFilter(region='Yiwu" or factory_id != "'),
-        VectorFilter(category="mug\\\" or 1 == 1 or \""),
+        VectorFilter(category='mug\\" or 1 == 1 or "'),
     ):
         _, found = filtered_search(index, vectors[:2], 5, ids, fields, where)
         assert found.size == 0 or np.all(found == -1), where
@@ -197,5 +197,5 @@ def test_another_model_never_sees_these_vectors(make_store, tmp_path: Path):
     if index.filters_inside:  # Milvus: a collection per model, so another model starts empty
         assert len(make_store("other-model")) == 0
     else:  # FAISS: the directory belongs to its model, and says so
-        with pytest.raises(Exception, match="other-model|test-model"):
+        with pytest.raises(IndexMismatchError, match=r"other-model|test-model"):
             make_store("other-model")
