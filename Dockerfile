@@ -14,7 +14,7 @@ COPY pyproject.toml README.md ./
 RUN mkdir -p app embeddings index \
     && touch app/__init__.py embeddings/__init__.py index/__init__.py \
     && pip install --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
-        ".[postgres,redis]" \
+        ".[postgres,redis,milvus]" \
     && pip uninstall --yes sourcelens
 COPY app ./app
 COPY embeddings ./embeddings

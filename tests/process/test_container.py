@@ -102,12 +102,23 @@ def test_compose_passes_settings_the_service_accepts(monkeypatch):
     assert settings.model == "openclip:ViT-B-32:laion2b_s34b_b79k" and settings.model_fallback is None
     assert api["depends_on"]["db"]["condition"] == "service_healthy" and "pg_isready" in str(db["healthcheck"])
     assert api["volumes"] == ["data:/data"]
+    # Several processes share one vector store (Milvus, with its etcd and MinIO); the worker runs the jobs.
+    assert settings.vector_store == "milvus://milvus:19530" and not settings.run_jobs
+    milvus = COMPOSE["services"]["milvus"]
+    assert milvus["environment"] == {"ETCD_ENDPOINTS": "etcd:2379", "MINIO_ADDRESS": "minio:9000"}
+    assert {"etcd", "minio"} <= set(milvus["depends_on"]) and api["depends_on"]["milvus"][
+        "condition"
+    ] == "service_healthy"
+    worker = COMPOSE["services"]["worker"]
+    assert worker["command"] == ["worker"] and worker["volumes"] == ["data:/data"]
+    assert worker["environment"]["SOURCELENS_VECTOR_STORE"] == "milvus://milvus:19530"
+    assert "SOURCELENS_RUN_JOBS" not in worker["environment"]
 
 
 def test_the_dockerfile_keeps_its_promises():
     build, run = DOCKERFILE.split("FROM python:3.11-slim AS run")
     # Dependencies in their own layer: installed before any code is copied in.
-    assert build.index('".[postgres,redis]"') < build.index("COPY app ./app")
+    assert build.index('".[postgres,redis,milvus]"') < build.index("COPY app ./app")
     assert "download.pytorch.org/whl/cpu" in build  # CPU-only torch: no CUDA libraries in the image
     assert "COPY --from=build /opt/venv /opt/venv" in run and "pip install" not in run
     assert re.search(r"^USER sourcelens$", run, re.M) and "--uid 1000" in run
