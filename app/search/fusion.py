@@ -24,7 +24,8 @@ def best_per_image(rows: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[int, f
     """Over one view's crops, each image's best similarity; FAISS's empty slots (id -1) are skipped."""
     best: dict[int, float] = {}
     for row_scores, row_ids in rows:
-        for image_id, score in zip(row_ids.tolist(), row_scores.tolist(), strict=True):
+        # FAISS answers ids and scores of one shape, so zip's strict flag is equivalent either way
+        for image_id, score in zip(row_ids.tolist(), row_scores.tolist(), strict=True):  # pragma: no mutate
             if image_id >= 0 and score > best.get(image_id, MISSING):
                 best[image_id] = score
     return best

@@ -216,6 +216,13 @@ def test_each_image_keeps_its_best_similarity_over_the_crops():
         (np.array([0.95, 0.4]), np.array([2, 3])),  # a crop
     ]
     assert best_per_image(rows) == {1: 0.9, 2: 0.95, 3: 0.4}
+    assert best_per_image([(np.array([0.7, 0.2]), np.array([0, -1]))]) == {0: 0.7}  # only negative ids are empty
+
+
+def test_a_view_that_found_nothing_counts_as_zero_for_every_product():
+    rows = [ImageRef(1, "PA", "h1", "FA"), ImageRef(2, "PB", "h2", "FB")]
+    hits = {hit.product_id: hit.similarity for hit in fuse_views([{1: 0.8, 2: 0.6}, {}], rows)}
+    assert hits == {"PA": pytest.approx(0.4), "PB": pytest.approx(0.3)}
 
 
 def test_products_deleted_while_a_search_runs_are_left_out_of_its_page(effnet_services, catalogue, monkeypatch):
