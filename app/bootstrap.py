@@ -14,6 +14,7 @@ from app.batch.runner import BatchRunner
 from app.batch.service import BatchQueries
 from app.calibration.service import CalibrationService
 from app.catalog.keeper import IndexKeeper
+from app.catalog.local_features import LocalFeatureStore
 from app.catalog.media import MediaStore
 from app.catalog.search_counts import SearchCounter
 from app.catalog.service import CatalogService
@@ -164,13 +165,15 @@ def build_services(
         max_subjects=settings.max_subjects,
         thresholds=Thresholds(default_near_duplicate(model.name) if near_duplicate is None else near_duplicate),
     )
+    # Catalogue images' local features, extracted at ingest and stored, so a search extracts only its photo's.
+    features = FeatureCache(media.open, store=LocalFeatureStore(settings.features_dir))
     search = SearchService(
         scheduler=scheduler,
         preprocess=model.preprocess,
         decoder=uploads,
         index=keeper.index,
         lookup=SearchLookup(sessions),
-        features=FeatureCache(media.open),
+        features=features,
         verify_pool=verify_pool,
         policy=policy,
     )
@@ -206,6 +209,7 @@ def build_services(
         media=media,
         model_name=model.name,
         metrics=metrics,
+        on_stored=features.precompute,
         settings=IngestSettings(
             batch_size=settings.embed_batch_size,
             read_workers=settings.read_workers,

@@ -214,6 +214,10 @@ class Settings(BaseSettings):
     def media_dir(self) -> Path:
         return self.data_dir / "media"
 
+    @property
+    def features_dir(self) -> Path:
+        return self.data_dir / "features"
+
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.index_dir, self.media_dir, self.jobs_dir, self.query_jobs_dir):
             path.mkdir(parents=True, exist_ok=True)

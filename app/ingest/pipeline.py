@@ -63,8 +63,10 @@ class IngestPipeline:
         model_name: str,
         settings: IngestSettings,
         metrics: Metrics | None = None,
+        on_stored: Callable[[str], None] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.on_stored = on_stored  # a new image's stored copy is written: derive what searches need from it
         self.jobs = jobs
         self.fetcher = fetcher
         self.decoder = decoder
@@ -190,6 +192,8 @@ class IngestPipeline:
                 item.loaded = self.decoder.decode(data)
                 item.pixels = self.preprocess(item.loaded.image)
                 self.media.save(item.digest, item.loaded.image)  # here, not in the serial write stage
+                if self.on_stored is not None:
+                    self.on_stored(item.digest)  # its local features, on this read thread, beside the model
         except (ImageError, ValueError, OSError) as exc:
             item.error = str(exc)
         item.seconds = time.perf_counter() - started

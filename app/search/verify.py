@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 from PIL import Image
 
+from app.catalog.local_features import LocalFeatureStore
 from app.search.compare import NOT_COMPARED, Comparison, compare, small_copy
 
 ORB_FEATURES = 600
@@ -303,14 +304,41 @@ def _done(result: T) -> "Future[T]":
     return future
 
 
-class FeatureCache:
-    """Catalogue images' features by content hash, least recently used evicted. About 25 KB each."""
+def features_to_arrays(features: Features) -> dict[str, np.ndarray]:
+    """A catalogue image's features as plain arrays, to store (no photo: a catalogue image keeps none)."""
+    arrays = {
+        "points": features.points,
+        "size": np.array(features.size, dtype=np.int64),
+        "thumb": features.thumb,
+        "small": features.small,
+    }
+    if features.descriptors is not None:
+        arrays["descriptors"] = features.descriptors
+    return arrays
 
-    def __init__(self, load: Callable[[str], Image.Image], capacity: int = 4096) -> None:
+
+def features_from_arrays(arrays: dict[str, np.ndarray]) -> Features:
+    width, height = (int(v) for v in arrays["size"])
+    return Features(arrays["points"], arrays.get("descriptors"), (width, height), arrays["thumb"], arrays["small"])
+
+
+class FeatureCache:
+    """Catalogue images' features by content hash: in memory (least recently used evicted, about 25 KB each),
+    then in the store written at ingest, else extracted from the stored copy (and stored)."""
+
+    def __init__(
+        self, load: Callable[[str], Image.Image], capacity: int = 4096, store: LocalFeatureStore | None = None
+    ) -> None:
         self._load = load
         self._capacity = capacity
+        self._store = store
         self._items: OrderedDict[str, Features] = OrderedDict()
         self._lock = Lock()
+
+    def precompute(self, content_hash: str) -> None:
+        """At ingest, once the stored copy is written: its features extracted and stored now, off any search."""
+        if self._store is not None and self._store.load(content_hash) is None:
+            self._store.save(content_hash, features_to_arrays(extract(self._load(content_hash))))
 
     def picture(self, content_hash: str) -> Image.Image:
         """The stored copy itself (OSError when it is missing)."""
@@ -322,12 +350,18 @@ class FeatureCache:
             if (hit := self._items.get(content_hash)) is not None:
                 self._items.move_to_end(content_hash)
                 return hit
-        try:
-            image = self._load(content_hash)  # outside the lock: other searches go on
-        except (OSError, ValueError) as exc:  # PIL raises OSError subclasses for missing and broken files
-            log.warning("cannot verify against image %s: %s", content_hash[:12], exc)
-            return None
-        features = extract(image)
+        stored = self._store.load(content_hash) if self._store is not None else None
+        if stored is not None:
+            features = features_from_arrays(stored)
+        else:
+            try:
+                image = self._load(content_hash)  # outside the lock: other searches go on
+            except (OSError, ValueError) as exc:  # PIL raises OSError subclasses for missing and broken files
+                log.warning("cannot verify against image %s: %s", content_hash[:12], exc)
+                return None
+            features = extract(image)
+            if self._store is not None:
+                self._store.save(content_hash, features_to_arrays(features))
         with self._lock:
             self._items[content_hash] = features
             while len(self._items) > self._capacity:
