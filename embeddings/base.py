@@ -54,6 +54,7 @@ class Embedder(ABC):
     precision: str  # "fp32" or "bf16"
     batch_size: int = 32
     bf16_cosine: float | None = None  # measured when bf16 was considered
+    device: str = "cpu"  # where the weights live and the forward runs ("cuda", "cuda:1" on a GPU machine)
 
     def __init__(self, module: torch.nn.Module, preprocess: Preprocess) -> None:
         self.module = module.eval()
@@ -83,11 +84,18 @@ class Embedder(ABC):
             return np.zeros((0, self.dim), np.float32)
         return self.embed_pixels(np.stack([self.preprocess(image) for image in images]))
 
+    def to_device(self, device: str) -> None:
+        """Move the weights to `device` (before precision is chosen: bf16 copies keep it)."""
+        self.module = self.module.to(device)
+        self.device = device
+
     def _embed_chunk(self, pixels: np.ndarray) -> np.ndarray:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(dtype)
+        batch = torch.from_numpy(np.ascontiguousarray(pixels))
+        # On a GPU the pixels cross as float32 and are cast there; on the CPU this is the cast alone.
+        batch = batch.to(self.device, non_blocking=self.device != "cpu").to(dtype)
         with self._lock, torch.inference_mode():
-            features = self._forward(batch).float()
+            features = self._forward(batch).float().cpu()
         return normalise(features.numpy())
 
 

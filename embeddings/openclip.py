@@ -44,9 +44,9 @@ class OpenClipEmbedder(Embedder):
         return True
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenizer(list(texts))
+        tokens = self.tokenizer(list(texts)).to(self.device)
         with self._lock, torch.inference_mode():
-            features = self.module.encode_text(tokens).float()
+            features = self.module.encode_text(tokens).float().cpu()
         return normalise(features.numpy())
 
 

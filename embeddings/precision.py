@@ -29,6 +29,13 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def has_native_bf16(device: str) -> bool:
+    """Whether bf16 runs natively where the model runs: the CPU's instructions, or the GPU's (Ampere and later)."""
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_has_native_bf16()
+
+
 def probe_pixels(embedder: Embedder, count: int = 8, seed: int = 1234) -> np.ndarray:
     """Smooth random colour fields with edges: closer to photos than white noise, and fixed."""
     rng = np.random.default_rng(seed)
@@ -47,7 +54,7 @@ def apply_precision(embedder: Embedder, requested: str) -> Embedder:
     """Set embedder.precision and embedder.bf16_cosine from `requested` (auto, fp32, bf16)."""
     embedder.precision = "fp32"
     embedder.bf16_cosine = None
-    if requested == "fp32" or (requested == "auto" and not cpu_has_native_bf16()):
+    if requested == "fp32" or (requested == "auto" and not has_native_bf16(embedder.device)):
         return embedder
     pixels = probe_pixels(embedder)
     reference = embedder.embed_pixels(pixels)

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="How long to wait for the model hub before using the local cache only."
     )
     precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where the model runs: auto (a CUDA GPU where torch sees one, else the CPU), cpu, or cuda[:N].",
+    )
     index: str = Field(
         default="auto",
         pattern="^(auto|flat|ivf-sq8)$",

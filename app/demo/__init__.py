@@ -74,4 +74,5 @@ def _load(settings: Settings, spec: str) -> Embedder:
         cache_dir=settings.model_cache_dir,
         batch_size=settings.embed_batch_size,
         hub_timeout_s=settings.hub_timeout_s,
+        device=settings.device,
     )

@@ -133,3 +133,31 @@ def test_the_hub_is_asked_once_briefly_and_says_when_it_is_out_of_reach(monkeypa
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     caplog.clear()
     assert hub_reachable(30.0) is False and not caplog.records  # offline by choice: not even tried
+
+
+def test_the_device_is_chosen_and_a_missing_gpu_is_a_clear_error(monkeypatch):
+    """SOURCELENS_DEVICE: auto picks a CUDA GPU where torch sees one, else the CPU; asking for a GPU that is not
+    there stops with what to do. (The GPU path itself runs on the GPU machine when one is lent.)"""
+    from embeddings.registry import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ModelLoadError, match="SOURCELENS_DEVICE=cuda:1, but torch sees no CUDA device"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+
+
+def test_an_embedder_runs_where_its_weights_are(tiny_embedder):
+    """Inputs go to the model's device and vectors come back to the CPU: the same vectors as before the move."""
+    pixels = np.stack(
+        [
+            tiny_embedder.preprocess(render_product(Design(seed=s, palette=factory_palette(s)), size=96))
+            for s in range(3)
+        ]
+    )
+    before = tiny_embedder.embed_pixels(pixels)
+    tiny_embedder.to_device("cpu")
+    assert tiny_embedder.device == "cpu" and next(tiny_embedder.module.parameters()).device.type == "cpu"
+    assert np.allclose(tiny_embedder.embed_pixels(pixels), before, atol=1e-6)
+    assert tiny_embedder.embed_text(["a mug"]).shape == (1, tiny_embedder.dim)
