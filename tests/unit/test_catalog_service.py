@@ -9,7 +9,16 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from app.catalog.index_sync import vector_from_bytes
+import app.catalog.index_sync as index_sync
+from app.catalog.index_sync import (
+    check_catalogue_embedder,
+    drop_if_deleted,
+    fields_for,
+    reconcile,
+    refresh_fields,
+    vector_from_bytes,
+    vector_to_bytes,
+)
 from app.catalog.media import MediaStore
 from app.catalog.models import Factory, Image, Product
 from app.catalog.service import CatalogService, content_hash
@@ -19,7 +28,7 @@ from app.core.errors import ConflictError, ForbiddenError, InvalidInputError, No
 from app.demo.sample_catalogue import Design, factory_palette, render_product
 from app.search.options import QueryPhoto, SearchOptions
 from embeddings import ImageDecoder, ModelScheduler, NotAnImage, SchedulerPolicy
-from index import FaissIndex
+from index import FaissIndex, IndexMismatchError, VectorFields
 
 ADMIN = Principal.system()
 
@@ -263,6 +272,70 @@ def test_readiness_counts_images_and_vectors_and_notices_a_dead_database(catalog
     assert ready == Readiness(database=True, images=2, vectors=1) and not ready.index_in_step
     catalog.sessions = sessionmaker(bind=create_engine("sqlite:////nonexistent-dir/catalogue.db"))
     assert catalog.readiness() == Readiness(database=False, images=0, vectors=1)
+
+
+class FilteringStore:
+    """What index sync hands a store that filters by itself (as Milvus does): each write is recorded."""
+
+    filters_inside = True
+
+    def __init__(self) -> None:
+        self.written: dict[int, tuple[list[float], VectorFields]] = {}
+        self.removed: list[int] = []
+
+    def upsert(self, ids, vectors, fields=None) -> None:
+        for image_id, vector, field in zip(ids.tolist(), vectors, fields, strict=True):
+            self.written[image_id] = (vector.tolist(), field)
+
+    def remove(self, ids) -> int:
+        self.removed += ids.tolist()
+        return len(ids)
+
+    def ids(self):
+        return np.array(sorted(self.written), dtype=np.int64)
+
+
+def test_a_store_that_filters_by_itself_gets_each_images_catalogue_fields(catalog, rolled_back_sessions, monkeypatch):
+    monkeypatch.setattr(index_sync, "CHUNK", 2)  # several chunks from a few images
+    catalog.create_factory(NewFactory(id="F1", name="Acme", region="Yiwu"), ADMIN)
+    catalog.create_factory(NewFactory(id="F2", name="Other"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug", category="mugs", price=1.5, moq=10), ADMIN)
+    catalog.create_product(NewProduct(id="P2", factory_id="F2", title="Cup"), ADMIN)
+    ids = [
+        add_image_row(rolled_back_sessions, p, d, dim=2)
+        for p, d in (("P1", "a"), ("P1", "b"), ("P1", "c"), ("P2", "d"))
+    ]
+    store = FilteringStore()
+    with rolled_back_sessions() as session:
+        assert reconcile(session, store).added == 4 and sorted(store.written) == ids
+        assert {store.written[i][1] for i in ids[:3]} == {VectorFields("F1", "Yiwu", "mugs", 1.5, 10)}
+        assert store.written[ids[3]] == ([1.0, 1.0], VectorFields("F2"))
+        # An image deleted meanwhile gets a placeholder, and is taken out again once its write is done.
+        assert fields_for(session, store, np.array([ids[3], 999])) == [VectorFields("F2"), VectorFields(factory_id="")]
+        drop_if_deleted(session, store, np.array([ids[3], 999]))
+        assert store.removed == [999]
+    catalog.update_product("P1", {"price": 2.0}, ADMIN)
+    store.written.clear()
+    with rolled_back_sessions() as session:
+        refresh_fields(session, store, ids[:3])
+    assert sorted(store.written) == ids[:3] and {f.price for _, f in store.written.values()} == {2.0}
+
+
+def test_a_catalogue_embedded_by_another_model_is_refused_by_name(catalog, rolled_back_sessions):
+    catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
+    catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
+    for digest in ("a", "b"):
+        add_image_row(rolled_back_sessions, "P1", digest)  # embedded by model "m"
+    with rolled_back_sessions() as session:
+        session.add(
+            Image(product_id="P1", content_hash="c", source="t", width=1, height=1, embedder="n", embedding=b"")
+        )
+        session.commit()
+        with pytest.raises(IndexMismatchError) as refused:
+            check_catalogue_embedder(session, "clip")
+        found = str(refused.value).split("(", 1)[1].split(")", 1)[0]
+        assert sorted(found.split(", ")) == ["1 by n", "2 by m"] and "configured model is clip" in str(refused.value)
+    assert vector_from_bytes(vector_to_bytes(np.array([1.5, -2.0]))).tolist() == [1.5, -2.0]  # stored as float32
 
 
 def test_ingest_and_search_on_postgres(empty_postgres_url, make_services, tiny_embedder, catalogue):
