@@ -192,3 +192,29 @@ def test_a_local_manifest_fetches_urls_reports_progress_and_counts_outcomes(
     added = services.metrics.registry.get_sample_value("sourcelens_ingest_items_total", {"outcome": "added"})
     failed = services.metrics.registry.get_sample_value("sourcelens_ingest_items_total", {"outcome": "failed"})
     assert (added, failed) == (3, 1)
+
+
+def test_a_new_factory_name_or_category_is_an_update_and_the_job_keeps_its_times(
+    make_services, tiny_embedder, catalogue, tmp_path
+):
+    manifest = copy_catalogue(catalogue, tmp_path / "cat")
+    services = make_services(tiny_embedder)
+    first = services.ingest.ingest_manifest(manifest)
+    assert services.jobs.count_items(first.job_id, "done") == 28  # every item acknowledged
+    assert first.elapsed_s >= first.stage_seconds["embed"] > 0 and first.stage_seconds["write"] > 0  # all batches
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["factory_id"] == "F001":
+            row["factory_name"] = "Renamed Co."  # the factory changes, its products do not
+        if row["product_id"] == "F002-P001":
+            row["category"] = "vase"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = services.ingest.ingest_manifest(manifest)
+    assert (report.updated, report.added, report.failed) == (2, 0, 0)  # the first row of each change
+    with services.sessions() as session:
+        assert session.get(Factory, "F001").name == "Renamed Co."
+        assert session.get(Product, "F002-P001").category == "vase"

@@ -44,6 +44,7 @@ def test_job_resumes_after_a_crash_without_loss_or_duplicates(make_services, tin
     assert restarted.jobs.claim("worker-2", stale_after_s=300) == job_id
     final = restarted.ingest.run_job(job_id)
     assert (final.state, final.done, final.added, final.failed) == ("done", 28, 28, 0)
+    assert final.elapsed_s > first.elapsed_s > 0  # the run time adds up over both runs' batches
     assert image_count(restarted) == 28
     assert restarted.jobs.count_items(job_id, "pending") == 0
     with restarted.sessions() as session:
