@@ -13,6 +13,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import faiss
@@ -43,7 +44,7 @@ def near_queries(data: np.ndarray, count: int, seed: int) -> np.ndarray:
     return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
 
 
-def latencies_ms(search, queries: np.ndarray) -> np.ndarray:
+def latencies_ms(search: Callable[[np.ndarray], object], queries: np.ndarray) -> np.ndarray:
     out = []
     for query in queries:
         started = time.perf_counter()
