@@ -17,14 +17,15 @@ def open_index(
     ivf_threshold: int = IVF_THRESHOLD,
     search_threads: int = 0,
     store: str = FAISS,
+    milvus_ef: tuple[int, int] = (128, 4096),
 ) -> VectorIndex:
     """`store`: "faiss" (an index in `directory`, in this process), `milvus://host:port`, or a Milvus Lite
-    file path ending in .db."""
+    file path ending in .db; `milvus_ef`: Milvus's HNSW search breadth, unfiltered and filtered."""
     if store == FAISS:
         return FaissIndex.open(directory, embedder, dim, index_type, ivf_threshold, search_threads)
     from index.milvus_index import MilvusIndex  # pymilvus is an optional dependency (the milvus extra)
 
-    return MilvusIndex(store, embedder, dim)
+    return MilvusIndex(store, embedder, dim, ef=milvus_ef[0], filtered_ef=milvus_ef[1])
 
 
 __all__ = ["FaissIndex", "IndexMismatchError", "VectorFields", "VectorFilter", "VectorIndex", "open_index"]

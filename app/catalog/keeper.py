@@ -37,12 +37,13 @@ class IndexKeeper:
         faiss_threads: int,
         store: str = "faiss",
         saves: bool = True,
+        milvus_ef: tuple[int, int] = (128, 4096),
     ) -> "IndexKeeper":
         """Open the index in `directory` and repair it against the database (the source of truth). Refuses a
         catalogue embedded by another model."""
         with sessions() as session:
             check_catalogue_embedder(session, model_name)
-            index = open_index(directory, model_name, dim, kind, ivf_threshold, faiss_threads, store)
+            index = open_index(directory, model_name, dim, kind, ivf_threshold, faiss_threads, store, milvus_ef)
             if reconcile(session, index).changed and saves:
                 index.save()
         keeper = cls(index, sessions, dim)

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
         "milvus://host:19530 (a Milvus server shared by several API processes and workers), or a Milvus Lite "
         "file path ending in .db (one process). Needs the milvus extra for Milvus.",
     )
+    milvus_ef: int = Field(default=128, ge=1, le=32_768, description="Milvus HNSW search breadth (ef).")
+    milvus_filtered_ef: int = Field(
+        default=4096,
+        ge=1,
+        le=32_768,
+        description="Milvus HNSW search breadth for a filtered search: wide enough that a filter keeping 1% of the "
+        "catalogue still finds its true top 10 (docs/benchmarks.md, bench_scale).",
+    )
     index_preload: bool = Field(
         default=True,
         description="An IVF index opens memory-mapped (serving at once); then read it into memory in the "
