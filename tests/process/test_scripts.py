@@ -31,3 +31,16 @@ def test_the_hostile_run_finds_no_server_error_and_no_change_by_a_refused_reques
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     line = done.stdout.splitlines()[-1]
     assert "| 0 responses >= 500" in line and "0 of them changed the catalogue" in line and line.endswith("PASS")
+
+
+def test_the_scale_benchmark_prints_its_lines_on_a_small_catalogue():
+    """bench_scale.py as a user runs it (here 5,000 vectors, not its 1,000,000): a line per figure group, FAISS and
+    Milvus Lite, and the summary against the filtered-recall goal."""
+    command = [sys.executable, "scripts/bench_scale.py", "--vectors", "5000", "--dim", "64", "--queries", "50"]
+    command += ["--milvus-queries", "20", "--seconds", "0.5", "--processes", "1,2", "--extra-ef", ""]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split(":")[0]: line for line in done.stdout.splitlines() if line.startswith("bench_scale")}
+    assert {"bench_scale data", "bench_scale faiss", "bench_scale throughput", "bench_scale milvus-lite"} <= set(lines)
+    assert re.search(r"1% filter .* recall@10 [01]\.\d{3}", lines["bench_scale milvus-lite"])
+    assert re.search(r"filtered recall@10 [01]\.\d{3} with a 1% filter vs goal ≥ 0\.95", done.stdout)
