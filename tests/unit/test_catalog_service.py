@@ -16,6 +16,7 @@ from app.catalog.index_sync import (
     fields_for,
     reconcile,
     refresh_fields,
+    stored_embedder,
     vector_from_bytes,
     vector_to_bytes,
 )
@@ -324,8 +325,12 @@ def test_a_store_that_filters_by_itself_gets_each_images_catalogue_fields(catalo
 def test_a_catalogue_embedded_by_another_model_is_refused_by_name(catalog, rolled_back_sessions):
     catalog.create_factory(NewFactory(id="F1", name="Acme"), ADMIN)
     catalog.create_product(NewProduct(id="P1", factory_id="F1", title="Mug"), ADMIN)
+    with rolled_back_sessions() as session, pytest.raises(InvalidInputError, match="no images yet"):
+        stored_embedder(session)  # nothing to move to another store
     for digest in ("a", "b"):
         add_image_row(rolled_back_sessions, "P1", digest)  # embedded by model "m"
+    with rolled_back_sessions() as session:
+        assert stored_embedder(session) == ("m", 8)  # the model and the dimension of a stored vector
     with rolled_back_sessions() as session:
         session.add(
             Image(product_id="P1", content_hash="c", source="t", width=1, height=1, embedder="n", embedding=b"")
