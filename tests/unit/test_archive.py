@@ -18,13 +18,15 @@ def member(name: str, size: int, packed: int, mode: int = 0o100644) -> zipfile.Z
     return info
 
 
-@pytest.mark.parametrize("name", ["images/a.jpg", "a.jpg", "deep/er/still/a-b_c.1.jpg", "images/a:b.jpg"])
+@pytest.mark.parametrize(
+    "name", ["images/a.jpg", "a.jpg", "deep/er/still/a-b_c.1.jpg", "images/a:b.jpg", "my photos/mug 1.jpg"]
+)
 def test_safe_names(name):
     assert str(safe_name(name)) == name
 
 
 @pytest.mark.parametrize(
-    "name", ["/etc/x", "../x", "a/../../x", "a\\b.jpg", "c:x.jpg", "C:/x.jpg", "", ".", "a\nb.jpg"]
+    "name", ["/etc/x", "../x", "a/../../x", "a\\b.jpg", "c:x.jpg", "C:/x.jpg", "", ".", "a\nb.jpg", "a\x1fb.jpg"]
 )
 def test_unsafe_names_are_refused(name):
     with pytest.raises(InvalidInputError, match="unsafe"):
@@ -99,3 +101,22 @@ def test_extraction_writes_members_under_the_destination(tmp_path):
     garbage.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(InvalidInputError, match="not a valid ZIP"):
         extract_catalogue(garbage, tmp_path / "out2", LIMITS)
+
+
+def test_one_bomb_among_honest_members_is_named_with_its_ratio():
+    """The archive as a whole stays under the ratio (its other members do not compress), so it is the member's
+    own check that refuses it, naming it and how far it expands."""
+    big = ZipLimits(max_total_bytes=10**9, max_files=3, max_ratio=10.0)
+    members = [member("bomb.csv", 2_000_000, 100), member("a.jpg", 300_000, 300_000)]
+    with pytest.raises(InvalidInputError) as refused:
+        check_members(members, big)
+    assert str(refused.value) == "archive member 'bomb.csv' expands 20,000× (limit 10×); refused"
+    # A member of exactly the small size may compress as well as it likes.
+    check_members([member("blank.csv", 64 * 1024, 1), member("a.jpg", 300_000, 300_000)], big)
+
+
+def test_the_whole_archives_ratio_is_told_even_when_almost_nothing_is_packed():
+    limits = ZipLimits(max_total_bytes=10**9, max_files=10, max_ratio=10.0)
+    with pytest.raises(InvalidInputError) as refused:
+        check_members([member("a.csv", 60 * 1024, 0), member("b.csv", 60 * 1024, 1)], limits)
+    assert str(refused.value) == "archive expands 122,880× (limit 10×)"
