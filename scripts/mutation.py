@@ -43,7 +43,7 @@ DECIDING: dict[str, list[str]] = {
     "app/search/lookup.py": [f"{UNIT}/test_search_service.py", f"{API}/test_search_api.py"],
     # limits
     "app/api/middleware.py": [f"{API}/test_limits.py"],
-    "app/api/security.py": [f"{API}/test_access.py"],
+    "app/api/security.py": [f"{UNIT}/test_policies.py", f"{API}/test_access.py", f"{API}/test_operations.py"],
     "app/ingest/manifest.py": [f"{UNIT}/test_manifest.py"],
     "app/ingest/archive.py": [f"{UNIT}/test_archive.py", f"{API}/test_ingest_jobs_api.py"],
     "app/ingest/fetch.py": [f"{UNIT}/test_fetch.py"],
