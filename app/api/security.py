@@ -48,18 +48,23 @@ def requires(policy: Policy) -> Callable[..., Principal]:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         api_key: Annotated[str | None, Depends(api_key_header)],
     ) -> Principal:
-        token = credentials.credentials if credentials else api_key
-        keys: KeyStore = request.state.keys
-        principal = keys.authenticate(token) if token else Principal(None)
-        settings = request.state.settings
-        if not policy.admits(principal, settings.anonymous_search, settings.metrics_public):
-            if principal.role is None:
-                raise AuthenticationError("an API key is required: send Authorization: Bearer <key>")
-            raise ForbiddenError(f"a {principal.role.value} key may not do this")
-        return principal
+        return identify(policy, request, credentials.credentials if credentials else api_key)
 
     caller.policy = policy  # type: ignore[attr-defined]  # read by the route-table test
     return caller
+
+
+def identify(policy: Policy, request: Request, token: str | None) -> Principal:
+    """The caller behind `token` (anonymous without one), refused unless the policy admits it. Kept apart from
+    `requires`, which runs once as the routes are declared: this runs at every request."""
+    keys: KeyStore = request.state.keys
+    principal = keys.authenticate(token) if token else Principal(None)
+    settings = request.state.settings
+    if not policy.admits(principal, settings.anonymous_search, settings.metrics_public):
+        if principal.role is None:
+            raise AuthenticationError("an API key is required: send Authorization: Bearer <key>")
+        raise ForbiddenError(f"a {principal.role.value} key may not do this")
+    return principal
 
 
 def public() -> None:
