@@ -6,7 +6,6 @@ Keys come as `Authorization: Bearer <key>` or `X-API-Key: <key>`; both are decla
 so /docs has an Authorize button. A missing, unknown or revoked key is a 401; a key without the right, a 403.
 """
 
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
@@ -40,23 +39,28 @@ class Policy(StrEnum):
         return caller.role == Role.ADMIN
 
 
-def requires(policy: Policy) -> Callable[..., Principal]:
+def requires(policy: Policy) -> "Requires":
     """A dependency that identifies the caller and refuses one the policy does not admit."""
+    return Requires(policy)
 
-    def caller(
+
+class Requires:
+    """The dependency itself: FastAPI reads its parameters from __call__, run at every request."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy  # read by the route-table test
+
+    def __call__(
+        self,
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         api_key: Annotated[str | None, Depends(api_key_header)],
     ) -> Principal:
-        return identify(policy, request, credentials.credentials if credentials else api_key)
-
-    caller.policy = policy  # type: ignore[attr-defined]  # read by the route-table test
-    return caller
+        return identify(self.policy, request, credentials.credentials if credentials else api_key)
 
 
 def identify(policy: Policy, request: Request, token: str | None) -> Principal:
-    """The caller behind `token` (anonymous without one), refused unless the policy admits it. Kept apart from
-    `requires`, which runs once as the routes are declared: this runs at every request."""
+    """The caller behind `token` (anonymous without one), refused unless the policy admits it."""
     keys: KeyStore = request.state.keys
     principal = keys.authenticate(token) if token else Principal(None)
     settings = request.state.settings

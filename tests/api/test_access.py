@@ -275,3 +275,17 @@ def test_a_factory_key_lists_only_its_own_jobs(make_services, tiny_embedder, bac
         assert [job["id"] for job in client.get("/api/v1/ingest-jobs").json()] == [ids["job_a"]]
         client.headers["Authorization"] = "Bearer " + services.keys.create("a", "admin").token
         assert {job["id"] for job in client.get("/api/v1/ingest-jobs").json()} == {ids["job_a"], ids["job_b"]}
+
+
+def test_a_refusal_says_what_is_missing(make_services, tiny_embedder):
+    """401 tells an anonymous caller how to send a key; 403 tells a keyed caller which key it is. The key may come
+    as a bearer token or as X-API-Key."""
+    services = make_services(tiny_embedder)
+    token = services.keys.create("reader", "search").token
+    with TestClient(create_app(services=services)) as client:
+        anonymous = client.post("/api/v1/factories", json={"id": "Z", "name": "Z"})
+        assert anonymous.status_code == 401
+        assert anonymous.json()["detail"] == "an API key is required: send Authorization: Bearer <key>"
+        for headers in ({"Authorization": f"Bearer {token}"}, {"X-API-Key": token}):
+            refused = client.post("/api/v1/factories", json={"id": "Z", "name": "Z"}, headers=headers)
+            assert refused.status_code == 403 and refused.json()["detail"] == "a search key may not do this"
