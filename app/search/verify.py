@@ -338,6 +338,8 @@ class FeatureCache:
     def precompute(self, content_hash: str) -> None:
         """At ingest, once the stored copy is written: its features extracted and stored now, off any search."""
         if self._store is not None and self._store.load(content_hash) is None:
+            # From the stored copy, re-read, not the decoded upload: the copy is re-encoded as JPEG, and a search
+            # without a stored file extracts from that copy, so both ways give the very same features.
             self._store.save(content_hash, features_to_arrays(extract(self._load(content_hash))))
 
     def picture(self, content_hash: str) -> Image.Image:
