@@ -43,11 +43,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from app.core.cores import usable_cores
 from index import FaissIndex, VectorFields, VectorFilter, open_index
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_index import clustered, loaded_megabytes, near_queries, recall_at, resident_megabytes
+from benchtools import machine
 
 EMBEDDER = "bench-scale"
 FACTORIES = 100  # one factory's filter keeps 1% of the catalogue
@@ -55,24 +55,6 @@ CATEGORIES = 20
 REGIONS = 5
 K = 10
 GOAL = 0.95  # filtered recall@10 in Milvus with a 1% filter (issue 18)
-
-
-def machine() -> str:
-    """The CPU by name (model name, family and model, as /proc/cpuinfo gives them) and the usable cores."""
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(info.get("flags", "").split())
-    extras = [name for name in ("avx512f", "avx512_bf16", "amx_tile") if name in flags]
-    name = info.get("model name", "unknown CPU")
-    return (
-        f"{name} (family {info.get('cpu family', '?')} model {info.get('model', '?')}"
-        f"{', ' + '/'.join(extras) if extras else ''}), {usable_cores()} cores"
-    )
 
 
 def catalogue_fields(count: int, seed: int) -> tuple[np.ndarray, list[VectorFields]]:

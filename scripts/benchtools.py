@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from app.core.cores import usable_cores
+
 
 @contextmanager
 def running_server(data_dir: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
@@ -44,3 +46,21 @@ def running_server(data_dir: Path, port: int, env: dict[str, str] | None = None)
     finally:
         server.terminate()
         server.wait(60)
+
+
+def machine() -> str:
+    """The CPU by name (model name, family and model, as /proc/cpuinfo gives them) and the usable cores."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    extras = [name for name in ("avx512f", "avx512_bf16", "amx_tile") if name in flags]
+    name = info.get("model name", "unknown CPU")
+    return (
+        f"{name} (family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+        f"{', ' + '/'.join(extras) if extras else ''}), {usable_cores()} cores"
+    )
