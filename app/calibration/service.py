@@ -133,7 +133,7 @@ class CalibrationService:
         return buffer.getvalue()
 
     def _evidence(self, photo: bytes, exclude_product: str | None) -> list[Hit]:
-        options = SearchOptions(top_k=10, include_weak=True)
+        options = SearchOptions(top_k=10, include_weak=True, verify_all=True)  # every candidate's evidence, to replay
         result = self.search.run([QueryPhoto(photo)], None, options, exclude_product=exclude_product)
         return result.evidence
 

@@ -23,11 +23,12 @@ from app.catalog.types import FactoryInfo, ProductInfo
 from app.core.errors import InvalidInputError
 from app.search.categories import NEIGHBOURS, CategoryGuess, blend, neighbour_vote, text_match
 from app.search.crops import parse_bbox, query_crops, scale_box, subject_boxes
+from app.search.evidence import VERIFY_TOP, Checked, Evidence
 from app.search.fusion import ImageRef, best_per_image, fuse_views
 from app.search.lookup import CatalogueReader, SearchLookup
 from app.search.options import QueryPhoto, SearchOptions, check_paging
 from app.search.scoring import FactoryScore, Hit, MatchLevel, Thresholds, rank_factories, with_evidence
-from app.search.verify import FeatureCache, QueryFeatures, Verification, verify
+from app.search.verify import FeatureCache, QueryFeatures
 from embeddings import ImageDecoder, ModelScheduler, Preprocess, TextNotSupported, Ticket, normalise
 from index import VectorFilter, VectorIndex
 
@@ -36,11 +37,6 @@ from index import VectorFilter, VectorIndex
 POOL_PER_FACTORY = 20
 MIN_POOL = 200
 MAX_POOL = 4000
-VERIFY_TOP = 30  # products checked with local features, best first
-# Of those, the first MIRROR_TOP are also tried mirrored when they fail. A mirrored copy barely moves the
-# embedding: in scripts/evaluate.py, every mirrored identical of the query's own product that decided its
-# ranking came up in the first 10 (the 12 beyond were other products); trying all 30 doubled the matching work.
-MIRROR_TOP = 10
 # An identical top match with pixel agreement above this ends the search without crops. In scripts/evaluate.py
 # that kept factory top-1 as searching every crop did (0.983 on 640 queries), with 87% of catalogue queries
 # answered in one pass; ending whenever the top factory was confident at all lost 1.3 points on padded photos.
@@ -86,8 +82,7 @@ class _Query:
     # Per view, per crop searched so far: FAISS's (scores, ids) row.
     found: list[list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=list)
     rows: dict[int, ImageRef] = field(default_factory=dict)  # image id → product, factory, content hash
-    # Image id → its local-feature check, and whether the mirrored query was tried too.
-    verified: dict[int, tuple[Verification | None, bool]] = field(default_factory=dict)
+    verified: Checked = field(default_factory=dict)  # the candidates' local-feature checks so far
     hits: list[Hit] = field(default_factory=list)  # the latest pass's candidates, with their evidence
     photo_only: bool = False  # a photo query without words: its category names may be read by the text tower
     _features: list[QueryFeatures] | None = None
@@ -123,9 +118,9 @@ class SearchService:
         self.decoder = decoder
         self.index = index
         self.lookup = lookup
-        self.features = features
         self.verify_pool = verify_pool
         self.policy = policy
+        self.evidence = Evidence(features, verify_pool)
         self._category_vectors: dict[str, np.ndarray] = {}
 
     @property
@@ -175,7 +170,7 @@ class SearchService:
         with self.lookup.reader() as reader:
             source = reader.source_image(image_id)
         try:
-            photos = [self.features.picture(source.content_hash)]
+            photos = [self.evidence.features.picture(source.content_hash)]
         except OSError:  # its stored copy is gone: the hits go unverified
             photos = []
         query = _Query([source.vector[None, :]], photos, exclude_product=source.product_id, gated=False)
@@ -347,42 +342,15 @@ class SearchService:
             refs = [ref for ref in query.rows.values() if ref.product_id != query.exclude_product]
             hits = fuse_views(per_view, refs)
         with _timed(timings, "verify"):
-            hits = self._with_evidence(query, hits, options.verify)
+            if options.verify and query.photos:
+                views = query.local_features(self.verify_pool)
+                hits = self.evidence.add(hits, views, query.rows, query.verified, self.thresholds, options.verify_all)
+            else:
+                hits = [with_evidence(hit, None, self.thresholds) for hit in hits]
         query.hits = hits
         if options.min_score is not None:
             hits = [h for h in hits if h.rank_score >= options.min_score]
         return rank_factories(hits)
-
-    def _with_evidence(self, query: _Query, hits: list[Hit], verify_hits: bool) -> list[Hit]:
-        """Match levels for every hit; the top VERIFY_TOP also checked with local features against each view."""
-        thresholds = self.policy.thresholds
-        if not verify_hits or not query.photos:
-            return [with_evidence(hit, None, thresholds) for hit in hits]
-        # Checked already, unless only unmirrored and now ranked where the mirror is tried (a second pass).
-        wanted = [
-            (hit.image_id, rank < MIRROR_TOP)
-            for rank, hit in enumerate(hits[:VERIFY_TOP])
-            if (known := query.verified.get(hit.image_id)) is None or (rank < MIRROR_TOP and not known[1])
-        ]
-        views = query.local_features(self.verify_pool)
-
-        def check(image_id: int, mirror: bool) -> Verification | None:
-            return self._verify_views(views, query.rows[image_id].content_hash, mirror)
-
-        # Pairs are checked in parallel: OpenCV releases the GIL, and one search otherwise leaves a core idle.
-        results = list(self.verify_pool.map(check, *zip(*wanted, strict=True))) if wanted else []
-        for (image_id, mirror), result in zip(wanted, results, strict=True):
-            query.verified[image_id] = result, mirror
-        checked = [with_evidence(hit, query.verified[hit.image_id][0], thresholds) for hit in hits[:VERIFY_TOP]]
-        return checked + [with_evidence(hit, None, thresholds) for hit in hits[VERIFY_TOP:]]
-
-    def _verify_views(self, views: list[QueryFeatures], content_hash: str, mirror: bool) -> Verification | None:
-        """The best check of a catalogue image against any view (mirrored too, if `mirror`); None when its stored
-        copy cannot be read."""
-        if (features := self.features.get(content_hash)) is None:
-            return None
-        results = [verify(view.features, features, view.mirrored if mirror else None) for view in views]
-        return max(results, key=lambda r: (r.identical, r.aligned, r.inliers))
 
 
 def _still_there(

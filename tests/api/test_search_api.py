@@ -77,7 +77,7 @@ def test_only_the_best_ranked_candidates_are_tried_mirrored(client, catalogue, m
     query = ImageOps.mirror(catalogue_photo(catalogue, "F003-P002-1.jpg"))
     evidence = [m["evidence"] for f in search(client, query).json()["factories"] for m in f["matches"]]
     assert any(e and e["mirrored"] for e in evidence)
-    monkeypatch.setattr("app.search.pipeline.MIRROR_TOP", 0)
+    monkeypatch.setattr("app.search.evidence.MIRROR_TOP", 0)
     evidence = [
         m["evidence"] for f in search(client, query, include_weak="true").json()["factories"] for m in f["matches"]
     ]
@@ -97,24 +97,24 @@ def test_crops_are_searched_only_when_the_photo_alone_finds_no_confident_match(c
     padded = ImageOps.expand(stranger, border=80, fill="white")
     unclear = search(client, padded, include_weak="true").json()
     assert unclear["confident_match"] is False and unclear["timings_ms"]["passes"] == 2
-    # Then its trimmed subject and centre, together in a second forward pass.
-    assert embedded() == (images + 4, batches + 3)
+    # Then its trimmed subject, in a second forward pass.
+    assert embedded() == (images + 3, batches + 3)
     plain = search(client, padded, include_weak="true", auto_crop="false").json()
-    assert "passes" not in plain["timings_ms"] and embedded() == (images + 5, batches + 4)  # the photo alone
+    assert "passes" not in plain["timings_ms"] and embedded() == (images + 4, batches + 4)  # the photo alone
 
 
 def test_a_missing_stored_copy_leaves_its_hit_unverified_not_the_search_failed(client, catalogue):
     services = client.services
     image_id = client.get("/api/v1/products/F002-P001").json()["image_ids"][0]
     stored = services.media.path(client.get(f"/api/v1/images/{image_id}").json()["content_hash"])
-    cache, services.search.features = services.search.features, FeatureCache(services.media.open)
+    cache, services.search.evidence.features = services.search.evidence.features, FeatureCache(services.media.open)
     stored.rename(stored.with_suffix(".away"))
     try:
         response = search(client, catalogue_photo(catalogue, "F002-P001-1.jpg"), include_weak="true")
         similar = client.get(f"/api/v1/images/{image_id}/similar")
     finally:
         stored.with_suffix(".away").rename(stored)
-        services.search.features = cache
+        services.search.evidence.features = cache
     assert response.status_code == 200 and similar.status_code == 200
     match = response.json()["factories"][0]["matches"][0]
     assert match["image_id"] == image_id and match["evidence"] is None

@@ -71,7 +71,7 @@ def test_ingest_stores_every_images_features_and_a_search_never_decodes_the_cata
     def no_catalogue_image(content_hash: str):
         raise AssertionError(f"the search decoded catalogue image {content_hash[:12]}")
 
-    cache = services.search.features
+    cache = services.search.evidence.features
     cache._load = no_catalogue_image  # what a search may not need any more
     cache._items.clear()
     query = jpeg_bytes(render_product(Design(seed=2, palette=factory_palette(1)), size=320))

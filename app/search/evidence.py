@@ -1,0 +1,84 @@
+"""Which of a search's candidates are checked with local features (verify.py), and when checking stops.
+
+Candidates come best similarity first and are checked in rounds, each round's pairs in parallel. Checking
+stops once a candidate is proven identical and the next one is clearly less similar (below it by more than
+COPY_MARGIN): such a candidate cannot overtake the identical one, whose bonus it could at most equal, and a
+copy of the same photo (another factory selling it) would be about as similar as the identical one, not
+less. A photo of a product the catalogue lacks has no identical candidate, so all VERIFY_TOP are checked.
+"""
+
+from collections.abc import Mapping
+from concurrent.futures import Executor
+
+from app.search.fusion import ImageRef
+from app.search.scoring import Hit, MatchLevel, Thresholds, with_evidence
+from app.search.verify import FeatureCache, QueryFeatures, Verification, verify
+
+VERIFY_TOP = 30  # products checked with local features, best first
+# Of those, the first MIRROR_TOP are also tried mirrored when they fail. A mirrored copy barely moves the
+# embedding: in scripts/evaluate.py, every mirrored identical of the query's own product that decided its
+# ranking came up in the first 10 (the 12 beyond were other products); trying all 30 doubled the matching work.
+MIRROR_TOP = 10
+VERIFY_ROUND = 4  # candidates checked in parallel before deciding whether to go on
+COPY_MARGIN = 0.05
+
+# Image id → its check (None: its stored copy could not be read), and whether the mirrored query was tried.
+Checked = dict[int, tuple[Verification | None, bool]]
+
+
+class Evidence:
+    """Checks candidates against a query's photos with the catalogue's stored features, on a thread pool."""
+
+    def __init__(self, features: FeatureCache, pool: Executor) -> None:
+        self.features = features
+        self.pool = pool
+
+    def add(
+        self,
+        hits: list[Hit],
+        views: list[QueryFeatures],
+        rows: Mapping[int, ImageRef],
+        checked: Checked,
+        thresholds: Thresholds,
+        exhaustive: bool = False,
+    ) -> list[Hit]:
+        """Match levels for every hit, the first VERIFY_TOP checked until the answer is decided (all of them
+        when `exhaustive`: calibration replays every candidate's evidence). `checked` holds the checks made so
+        far (a second pass reuses the first's) and gains the new ones; `rows` says which stored image each id is."""
+        done: list[Hit] = []
+        top = hits[:VERIFY_TOP]
+        for start in range(0, len(top), VERIFY_ROUND):
+            if not exhaustive and decided(done, top[start]):
+                break
+            # Checked already, unless only unmirrored and now ranked where the mirror is tried (a second pass).
+            wanted = [
+                (hit.image_id, rank < MIRROR_TOP)
+                for rank, hit in enumerate(top[start : start + VERIFY_ROUND], start)
+                if (known := checked.get(hit.image_id)) is None or (rank < MIRROR_TOP and not known[1])
+            ]
+
+            def check(image_id: int, mirror: bool) -> Verification | None:
+                return self._check(views, rows[image_id].content_hash, mirror)
+
+            # Pairs are checked in parallel: OpenCV releases the GIL, and one search otherwise leaves a core idle.
+            results = list(self.pool.map(check, *zip(*wanted, strict=True))) if wanted else []
+            for (image_id, mirror), result in zip(wanted, results, strict=True):
+                checked[image_id] = result, mirror
+            done += [
+                with_evidence(hit, checked[hit.image_id][0], thresholds) for hit in top[start : start + VERIFY_ROUND]
+            ]
+        return done + [with_evidence(hit, None, thresholds) for hit in hits[len(done) :]]
+
+    def _check(self, views: list[QueryFeatures], content_hash: str, mirror: bool) -> Verification | None:
+        """The best check of a catalogue image against any view (mirrored too, if `mirror`); None when its stored
+        copy cannot be read."""
+        if (features := self.features.get(content_hash)) is None:
+            return None
+        results = [verify(view.features, features, view.mirrored if mirror else None) for view in views]
+        return max(results, key=lambda r: (r.identical, r.aligned, r.inliers))
+
+
+def decided(done: list[Hit], following: Hit) -> bool:
+    """A candidate is identical, and the following one is clearly less similar than the best such."""
+    identical = [hit.similarity for hit in done if hit.level == MatchLevel.IDENTICAL]
+    return bool(identical) and following.similarity < max(identical) - COPY_MARGIN

@@ -1,0 +1,158 @@
+"""Which candidates are checked with local features, and when checking stops (app/search/evidence.py).
+
+The pair check itself (verify.py) is replaced by a table of answers: what is under test here is the order of
+the checks, where they stop, and what each hit is left with."""
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.search import evidence
+from app.search.compare import Comparison
+from app.search.evidence import COPY_MARGIN, MIRROR_TOP, VERIFY_ROUND, VERIFY_TOP, Evidence, decided
+from app.search.fusion import ImageRef
+from app.search.scoring import Hit, MatchLevel, Thresholds
+from app.search.verify import Features, Verification
+
+SAME = Comparison(0.0, 0.0, 1.0, 0.0, True, 0.0)
+IDENTICAL = Verification(60, 80, (0.0, 0.0, 1.0, 1.0), False, 0.99, SAME)
+LOOKALIKE = Verification(0, 3, None, False)
+THRESHOLDS = Thresholds(near_duplicate=1.01)
+
+
+class Catalogue:
+    """Stored features by content hash ("h<id>"); None for an image whose stored copy is unreadable. Every
+    pair check goes through `checks`, which says which of its images are copies of the query."""
+
+    def __init__(self, checks: "Checks", unreadable: frozenset[str] = frozenset()) -> None:
+        self.checks = checks
+        self.unreadable = unreadable
+        self.read: list[str] = []
+
+    def get(self, content_hash: str) -> Features | None:
+        self.read.append(content_hash)
+        if content_hash in self.unreadable:
+            return None
+        return Features(np.zeros((0, 2), np.float32), None, (1, 1), np.zeros((1, 1)), np.zeros((1, 1, 3)), content_hash)
+
+
+class View:
+    features = "query"
+
+    def mirrored(self) -> str:
+        return "mirrored"
+
+
+class Checks(list[tuple[str, bool]]):
+    """verify()'s stand-in: (content hash, mirror tried) per call; identical when the hash is in `copies`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies: set[str] = set()
+
+    def __call__(self, query: Any, candidate: Features, mirrored: Any = None) -> Verification:
+        content_hash = str(candidate.rgb)  # the fake catalogue keeps the hash there
+        self.append((content_hash, mirrored is not None))
+        return IDENTICAL if content_hash in self.copies else LOOKALIKE
+
+    def catalogue(self, unreadable: frozenset[str] = frozenset()) -> Catalogue:
+        return Catalogue(self, unreadable)
+
+
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> Checks:
+    recorder = Checks()
+    monkeypatch.setattr(evidence, "verify", recorder)
+    return recorder
+
+
+def hits(similarities: list[float]) -> list[Hit]:
+    return [Hit(i, f"P{i}", f"F{i}", s) for i, s in enumerate(similarities)]
+
+
+def rows(count: int) -> dict[int, ImageRef]:
+    return {i: ImageRef(i, f"P{i}", content_hash=f"h{i}", factory_id=f"F{i}") for i in range(count)}
+
+
+def run(checks: Checks, similarities: list[float], copies: set[int], exhaustive: bool = False) -> list[Hit]:
+    checks.copies.clear()
+    checks.copies.update(f"h{i}" for i in copies)
+    with ThreadPoolExecutor(1) as pool:  # one thread: the calls come in order
+        found = Evidence(checks.catalogue(), pool).add(
+            hits(similarities), [View()], rows(len(similarities)), {}, THRESHOLDS, exhaustive
+        )
+    return found
+
+
+def checked_ids(checks: list[tuple[str, bool]]) -> list[int]:
+    return sorted({int(name[1:]) for name, _ in checks})
+
+
+def test_checking_stops_once_a_copy_is_found_and_the_rest_are_clearly_less_similar(checks):
+    similarities = [0.95 - 0.1 * i / 40 for i in range(VERIFY_ROUND)] + [0.80 - 0.001 * i for i in range(36)]
+    found = run(checks, similarities, copies={0})
+    assert checked_ids(checks) == list(range(VERIFY_ROUND))  # one round, then decided
+    assert found[0].level == MatchLevel.IDENTICAL and found[0].verification == IDENTICAL
+    assert [h.verification for h in found[VERIFY_ROUND:]] == [None] * (40 - VERIFY_ROUND)
+    assert [h.image_id for h in found] == list(range(40))  # every hit kept, in order
+
+
+def test_a_candidate_about_as_similar_as_the_copy_is_checked_too_another_factory_may_sell_it(checks):
+    # The copy is first; the fifth candidate is within COPY_MARGIN of it, the sixth is not.
+    similarities = [0.95, 0.94, 0.93, 0.92, 0.95 - COPY_MARGIN + 0.001, 0.95 - COPY_MARGIN - 0.001] + [0.5] * 20
+    found = run(checks, similarities, copies={0, 4})
+    assert checked_ids(checks) == list(range(2 * VERIFY_ROUND))
+    assert found[4].level == MatchLevel.IDENTICAL
+    assert all(h.verification is None for h in found[2 * VERIFY_ROUND :])
+
+
+def test_without_a_copy_every_top_candidate_is_checked_and_no_more(checks):
+    found = run(checks, [0.9 - 0.001 * i for i in range(VERIFY_TOP + 10)], copies=set())
+    assert checked_ids(checks) == list(range(VERIFY_TOP))
+    assert all(h.verification == LOOKALIKE for h in found[:VERIFY_TOP])
+    assert all(h.verification is None for h in found[VERIFY_TOP:])
+
+
+def test_exhaustive_checking_goes_on_past_the_copy(checks):
+    run(checks, [0.95] + [0.5] * (VERIFY_TOP + 5), copies={0}, exhaustive=True)
+    assert checked_ids(checks) == list(range(VERIFY_TOP))
+
+
+def test_only_the_first_candidates_are_tried_mirrored(checks):
+    run(checks, [0.9 - 0.001 * i for i in range(VERIFY_TOP)], copies=set())
+    mirrored = sorted(int(name[1:]) for name, mirror in checks if mirror)
+    assert mirrored == list(range(MIRROR_TOP))
+
+
+def test_checks_made_already_are_reused_and_a_candidate_moved_up_gets_its_mirror_tried(checks):
+    checked = {i: (LOOKALIKE, i < MIRROR_TOP) for i in range(VERIFY_TOP)}
+    checked[12] = (LOOKALIKE, False)
+    similarities = [0.9 - 0.001 * i for i in range(VERIFY_TOP)]
+    similarities[12] = 0.95  # a second pass moved it into the mirrored ranks
+    order = sorted(range(VERIFY_TOP), key=lambda i: -similarities[i])
+    found_hits = [Hit(i, f"P{i}", f"F{i}", similarities[i]) for i in order]
+    checks.copies.clear()
+    with ThreadPoolExecutor(1) as pool:
+        Evidence(checks.catalogue(), pool).add(found_hits, [View()], rows(VERIFY_TOP), checked, THRESHOLDS)
+    assert [(name, mirror) for name, mirror in checks] == [("h12", True)]
+    assert checked[12] == (LOOKALIKE, True)
+
+
+def test_an_unreadable_stored_copy_leaves_its_hit_unverified(checks):
+    checks.copies.clear()
+    catalogue = checks.catalogue(unreadable=frozenset({"h1"}))
+    with ThreadPoolExecutor(2) as pool:
+        found = Evidence(catalogue, pool).add(hits([0.9, 0.8]), [View()], rows(2), {}, THRESHOLDS)
+    assert found[1].verification is None and found[0].verification == LOOKALIKE
+    assert "h1" in catalogue.read
+
+
+def test_decided_needs_an_identical_and_a_clearly_less_similar_next_candidate():
+    copy = Hit(0, "P0", "F0", 0.9, level=MatchLevel.IDENTICAL)
+    near = Hit(1, "P1", "F1", 0.99, level=MatchLevel.NEAR_DUPLICATE)
+    assert decided([copy], Hit(2, "P2", "F2", 0.9 - COPY_MARGIN - 0.001))
+    assert not decided([copy], Hit(2, "P2", "F2", 0.9 - COPY_MARGIN + 0.001))
+    assert not decided([near], Hit(2, "P2", "F2", 0.1))  # a near-duplicate by similarity is not proof
+    assert not decided([], Hit(2, "P2", "F2", 0.1))
