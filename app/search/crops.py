@@ -155,8 +155,10 @@ def query_crops(image: Image.Image, auto_crop: bool) -> list[Image.Image]:
     if (straight := deskewed(image)) is not None:
         crops.append(straight)
         image = straight
-    subject = subject_box(image) or (0, 0, image.width, image.height)
-    if subject != (0, 0, image.width, image.height):
-        crops.append(image.crop(subject))
-    crops.append(image.crop(centre_box(subject)))
+    whole = (0, 0, image.width, image.height)
+    subject = subject_box(image) or whole
+    # The trimmed subject, or where there is nothing to trim, the centre (inside a frame, a banner, an app's bars).
+    # Both once cost a forward pass more: on openmoji's 215 second-pass queries the subject's centre changed no
+    # answer its subject gave, while the subject alone kept three padded photos' answers the centre lost.
+    crops.append(image.crop(subject if subject != whole else centre_box(whole)))
     return crops

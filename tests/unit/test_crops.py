@@ -23,10 +23,14 @@ def test_subject_crop_trims_pads_and_keeps_full_frames():
     padded = ImageOps.expand(PRODUCTS[0].resize((100, 100)), border=(150, 30, 20, 90), fill=(0, 90, 0))
     x0, y0, x1, y1 = subject_box(padded)
     assert abs(x0 - 150) <= 4 and abs(y0 - 30) <= 4 and abs(x1 - 250) <= 4 and abs(y1 - 130) <= 4
-    assert len(query_crops(padded, auto_crop=True)) == 3
-    assert len(query_crops(padded, auto_crop=False)) == 1
+    photo, subject = query_crops(padded, auto_crop=True)  # the subject stands for the centre too
+    assert photo is padded and subject.size == (x1 - x0, y1 - y0)
+    assert query_crops(padded, auto_crop=False) == [padded]
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8))
-    assert subject_box(noise) is None and len(query_crops(noise, auto_crop=True)) == 2  # photo and centre
+    assert subject_box(noise) is None
+    photo, centre = query_crops(noise, auto_crop=True)  # nothing to trim: the centre
+    x0, y0, x1, y1 = centre_box((0, 0, 120, 120))
+    assert photo is noise and centre.size == (x1 - x0, y1 - y0) and x0 > 0 and x1 < 120
 
 
 def tilted(image: Image.Image, angle: float, fill=(255, 255, 255)) -> Image.Image:
@@ -51,7 +55,7 @@ def test_only_tilted_rectangles_on_a_plain_fill_are_deskewed():
     noisy = tilted(photo, 15)
     noisy.putpixel((0, 0), (0, 0, 0))  # corners of different colours: not a pasted photo
     assert deskewed(noisy) is None
-    assert len(query_crops(tilted(photo, 15), auto_crop=True)) == 4  # photo, straightened, subject, centre
+    assert len(query_crops(tilted(photo, 15), auto_crop=True)) == 3  # photo, straightened, its subject or centre
 
 
 def test_a_box_on_the_upload_is_moved_onto_the_reduced_copy():
