@@ -151,7 +151,7 @@ class SearchService:
         text_vector = self._text_vector(text) if text else None
         # With text, every crop goes in at once: the words, not the lack of a confident match, decide what it lists.
         if photos:
-            query = self._photo_query(photos, options.auto_crop, text_vector is not None, timings, ticket)
+            query = self._photo_query(photos, options, text_vector is not None, timings, ticket)
         else:
             query = _Query([], [])
         query.exclude_product = exclude_product
@@ -211,12 +211,13 @@ class SearchService:
     def _photo_query(
         self,
         photos: list[QueryPhoto],
-        auto_crop: bool,
+        options: SearchOptions,
         crops_at_once: bool,
         timings: dict[str, float],
         ticket: Ticket | None,
     ) -> _Query:
-        """Each photo decoded and embedded; its automatic crops embedded too, or held back for a second pass."""
+        """Each photo decoded and embedded; its automatic crops embedded too, or held back for a second pass.
+        Where the model leaves cores free, the photos' local features are extracted meanwhile."""
         with self.scheduler.cpu_turn():
             with _timed(timings, "decode"):
                 images, now, later = [], [], []
@@ -226,12 +227,16 @@ class SearchService:
                     if photo.bbox:
                         original = (loaded.width, loaded.height)
                         image = image.crop(scale_box(parse_bbox(photo.bbox, original), original, image.size))
-                    auto = auto_crop and not photo.bbox
+                    auto = options.auto_crop and not photo.bbox
                     images.append(image)
                     now.append(query_crops(image, auto_crop=auto and crops_at_once))
                     later.append(auto and not crops_at_once)
             pixels = self._pixels(now, timings)
-        return _Query(self._embed(pixels, now, timings, ticket), images, crop_later=later)
+        query = _Query([], images, crop_later=later)
+        if options.verify and not self.scheduler.policy.exclusive:
+            query.local_features(self.verify_pool)
+        query.views = self._embed(pixels, now, timings, ticket)
+        return query
 
     def _pixels(self, crops: list[list[PILImage.Image]], timings: dict[str, float]) -> np.ndarray:
         with _timed(timings, "preprocess"):

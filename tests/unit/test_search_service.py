@@ -17,12 +17,14 @@ from app.catalog.models import Image as ImageRow
 from app.core.errors import NotFoundError
 from app.demo.sample_catalogue import Design, factory_palette, render_product
 from app.search.compare import Comparison
+from app.search.evidence import VERIFY_ROUND
 from app.search.fusion import ImageRef, best_per_image, fuse_views
 from app.search.lookup import SearchLookup
 from app.search.options import QueryPhoto, SearchFilters, SearchOptions
 from app.search.pipeline import settled
 from app.search.scoring import FactoryScore, Hit, Thresholds, with_evidence
 from app.search.verify import Verification
+from embeddings.scheduler import SchedulerPolicy
 
 
 def test_views_are_fused_by_the_mean_so_a_product_matching_every_view_wins():
@@ -287,3 +289,34 @@ def test_price_bounds_keep_a_price_equal_to_them_and_a_missing_source_image_is_n
         assert products(min_price=2.0, max_price=2.0) == ["mid"]
         with pytest.raises(NotFoundError, match=r"^image 999 not found$"):  # "more like this" of a deleted image
             reader.source_image(999)
+
+
+def test_a_copy_found_first_ends_verification_with_the_rest_unchecked(make_services, tiny_embedder):
+    photo = render_product(Design(seed=1001, palette=factory_palette(3)), size=320)
+    services = make_services(tiny_embedder)
+    catalogue = Catalogue(services, jpeg(photo))
+    catalogue.add("FT", "T", 0.99, photo)
+    for rank in range(12):  # lookalikes, well below the copy
+        other = render_product(Design(seed=2000 + rank, palette=factory_palette(rank)), size=320)
+        catalogue.add(f"D{rank:02d}", f"D{rank:02d}-P", 0.80 - rank * 0.001, other)
+    result = run(services, jpeg(photo), include_weak=True, top_k=20)
+    assert result.evidence[0].product_id == "T" and result.evidence[0].level == "identical"
+    checked = [hit.verification is not None for hit in result.evidence]
+    assert checked == [True] * VERIFY_ROUND + [False] * (13 - VERIFY_ROUND)
+    replayed = services.search.run([QueryPhoto(jpeg(photo))], None, SearchOptions(include_weak=True, verify_all=True))
+    assert all(hit.verification is not None for hit in replayed.evidence)  # calibration sees every candidate
+
+
+@pytest.mark.parametrize(("cores", "before_the_model"), [(4, True), (2, False)])
+def test_the_photos_features_are_extracted_during_the_forward_pass_where_cores_allow(
+    make_services, tiny_embedder, cores, before_the_model
+):
+    services = make_services(tiny_embedder)
+    services.scheduler.policy = SchedulerPolicy(cores=cores, torch_threads=2)  # 4 cores: 2 beside the model's
+    events: list[str] = []
+    embed, submit = services.scheduler.embed, services.search.verify_pool.submit
+    services.scheduler.embed = lambda *args, **kwargs: events.append("forward") or embed(*args, **kwargs)
+    services.search.verify_pool.submit = lambda *args, **kwargs: events.append("features") or submit(*args, **kwargs)
+    photo = jpeg(render_product(Design(seed=5, palette=factory_palette(5)), size=320))
+    run(services, photo, auto_crop=False)
+    assert (events.index("features") < events.index("forward")) is before_the_model
