@@ -19,7 +19,9 @@ VERIFY_TOP = 30  # products checked with local features, best first
 # embedding: in scripts/evaluate.py, every mirrored identical of the query's own product that decided its
 # ranking came up in the first 10 (the 12 beyond were other products); trying all 30 doubled the matching work.
 MIRROR_TOP = 10
-VERIFY_ROUND = 4  # candidates checked in parallel before deciding whether to go on
+# The best candidate is checked alone first: a copy (the usual search) is then decided after one pair, its
+# photo's mirror never needed; the rest go VERIFY_ROUND at a time, in parallel, deciding between rounds.
+VERIFY_ROUND = 4
 COPY_MARGIN = 0.05
 
 # Image id → its check (None: its stored copy could not be read), and whether the mirrored query was tried.
@@ -47,13 +49,13 @@ class Evidence:
         far (a second pass reuses the first's) and gains the new ones; `rows` says which stored image each id is."""
         done: list[Hit] = []
         top = hits[:VERIFY_TOP]
-        for start in range(0, len(top), VERIFY_ROUND):
+        for start, end in rounds(len(top)):
             if not exhaustive and decided(done, top[start]):
                 break
             # Checked already, unless only unmirrored and now ranked where the mirror is tried (a second pass).
             wanted = [
                 (hit.image_id, rank < MIRROR_TOP)
-                for rank, hit in enumerate(top[start : start + VERIFY_ROUND], start)
+                for rank, hit in enumerate(top[start:end], start)
                 if (known := checked.get(hit.image_id)) is None or (rank < MIRROR_TOP and not known[1])
             ]
 
@@ -64,9 +66,7 @@ class Evidence:
             results = list(self.pool.map(check, *zip(*wanted, strict=True))) if wanted else []
             for (image_id, mirror), result in zip(wanted, results, strict=True):
                 checked[image_id] = result, mirror
-            done += [
-                with_evidence(hit, checked[hit.image_id][0], thresholds) for hit in top[start : start + VERIFY_ROUND]
-            ]
+            done += [with_evidence(hit, checked[hit.image_id][0], thresholds) for hit in top[start:end]]
         return done + [with_evidence(hit, None, thresholds) for hit in hits[len(done) :]]
 
     def _check(self, views: list[QueryFeatures], content_hash: str, mirror: bool) -> Verification | None:
@@ -76,6 +76,12 @@ class Evidence:
             return None
         results = [verify(view.features, features, view.mirrored if mirror else None) for view in views]
         return max(results, key=lambda r: (r.identical, r.aligned, r.inliers))
+
+
+def rounds(count: int) -> list[tuple[int, int]]:
+    """(start, end) of each round over `count` candidates: the first alone, then VERIFY_ROUND at a time."""
+    starts = [0, *range(1, count, VERIFY_ROUND)] if count else []
+    return [(start, min(count, start + (1 if start == 0 else VERIFY_ROUND))) for start in starts]
 
 
 def decided(done: list[Hit], following: Hit) -> bool:

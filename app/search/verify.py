@@ -256,8 +256,9 @@ def _region(points: np.ndarray, size: tuple[int, int]) -> tuple[float, float, fl
 
 
 class QueryFeatures:
-    """A query photo's features, and its mirror's. With a `pool`, both are extracted there at once, so that
-    they overlap other work (the nearest-neighbour search; each other); without, each on first use.
+    """A query photo's features, and its mirror's. With a `pool`, the photo's are extracted there at once, so
+    that they overlap other work (the nearest-neighbour search, or the forward pass); without, on first use. The
+    mirror's always on first use.
 
     A small photo is enlarged for detection: ORB finds too few corners in a thumbnail. On the OpenMoji
     catalogue, copies reduced to 35-70% were proven identical 47 times in 50 enlarged, 31 as they came."""
@@ -271,8 +272,8 @@ class QueryFeatures:
         self.image = image
         self._lock = RLock()  # mirrored() computes the plain features first, under the same lock
         self._plain = pool.submit(_detect, image) if pool else None
-        # Waits there for the plain keypoints; never a deadlock, as a pool starts its tasks in the order given.
-        self._flipped = pool.submit(self._mirror) if pool else None
+        # Made on first need, not ahead: a search its best candidate decides (a copy's) never needs it.
+        self._flipped: Future[Features] | None = None
 
     @property
     def features(self) -> Features:

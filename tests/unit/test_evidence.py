@@ -11,7 +11,7 @@ import pytest
 
 from app.search import evidence
 from app.search.compare import Comparison
-from app.search.evidence import COPY_MARGIN, MIRROR_TOP, VERIFY_ROUND, VERIFY_TOP, Evidence, decided
+from app.search.evidence import COPY_MARGIN, MIRROR_TOP, VERIFY_ROUND, VERIFY_TOP, Evidence, decided, rounds
 from app.search.fusion import ImageRef
 from app.search.scoring import Hit, MatchLevel, Thresholds
 from app.search.verify import Features, Verification
@@ -90,22 +90,28 @@ def checked_ids(checks: list[tuple[str, bool]]) -> list[int]:
     return sorted({int(name[1:]) for name, _ in checks})
 
 
-def test_checking_stops_once_a_copy_is_found_and_the_rest_are_clearly_less_similar(checks):
-    similarities = [0.95 - 0.1 * i / 40 for i in range(VERIFY_ROUND)] + [0.80 - 0.001 * i for i in range(36)]
-    found = run(checks, similarities, copies={0})
-    assert checked_ids(checks) == list(range(VERIFY_ROUND))  # one round, then decided
+def test_a_copy_ranked_first_and_clearly_ahead_decides_after_one_check_without_the_mirror(checks):
+    found = run(checks, [0.95] + [0.80 - 0.001 * i for i in range(39)], copies={0})
+    assert checks == [("h0", True)]  # the mirror could have been asked for; a clear copy never asks
     assert found[0].level == MatchLevel.IDENTICAL and found[0].verification == IDENTICAL
-    assert [h.verification for h in found[VERIFY_ROUND:]] == [None] * (40 - VERIFY_ROUND)
+    assert [h.verification for h in found[1:]] == [None] * 39
     assert [h.image_id for h in found] == list(range(40))  # every hit kept, in order
 
 
+def test_checking_goes_on_by_rounds_while_the_next_candidate_is_about_as_similar_as_the_copy(checks):
+    similarities = [0.95 - 0.001 * i for i in range(1 + VERIFY_ROUND)] + [0.80 - 0.001 * i for i in range(35)]
+    found = run(checks, similarities, copies={0})
+    assert checked_ids(checks) == list(range(1 + VERIFY_ROUND))  # the best alone, one round, then decided
+    assert [h.verification for h in found[1 + VERIFY_ROUND :]] == [None] * (39 - VERIFY_ROUND)
+
+
 def test_a_candidate_about_as_similar_as_the_copy_is_checked_too_another_factory_may_sell_it(checks):
-    # The copy is first; the fifth candidate is within COPY_MARGIN of it, the sixth is not.
-    similarities = [0.95, 0.94, 0.93, 0.92, 0.95 - COPY_MARGIN + 0.001, 0.95 - COPY_MARGIN - 0.001] + [0.5] * 20
-    found = run(checks, similarities, copies={0, 4})
-    assert checked_ids(checks) == list(range(2 * VERIFY_ROUND))
-    assert found[4].level == MatchLevel.IDENTICAL
-    assert all(h.verification is None for h in found[2 * VERIFY_ROUND :])
+    within, beyond = 0.95 - COPY_MARGIN + 0.001, 0.95 - COPY_MARGIN - 0.001
+    similarities = [0.95] + [0.949 - 0.001 * i for i in range(VERIFY_ROUND)] + [within] * VERIFY_ROUND + [beyond]
+    found = run(checks, similarities + [0.5] * 16, copies={0, 1 + VERIFY_ROUND})
+    assert checked_ids(checks) == list(range(1 + 2 * VERIFY_ROUND))  # the third round decides nothing more
+    assert found[1 + VERIFY_ROUND].level == MatchLevel.IDENTICAL
+    assert all(h.verification is None for h in found[1 + 2 * VERIFY_ROUND :])
 
 
 def test_without_a_copy_every_top_candidate_is_checked_and_no_more(checks):
@@ -156,3 +162,9 @@ def test_decided_needs_an_identical_and_a_clearly_less_similar_next_candidate():
     assert not decided([copy], Hit(2, "P2", "F2", 0.9 - COPY_MARGIN + 0.001))
     assert not decided([near], Hit(2, "P2", "F2", 0.1))  # a near-duplicate by similarity is not proof
     assert not decided([], Hit(2, "P2", "F2", 0.1))
+
+
+def test_rounds_take_the_best_candidate_alone_then_the_rest_a_few_at_a_time():
+    assert rounds(0) == [] and rounds(1) == [(0, 1)]
+    assert rounds(1 + VERIFY_ROUND + 2) == [(0, 1), (1, 1 + VERIFY_ROUND), (1 + VERIFY_ROUND, 3 + VERIFY_ROUND)]
+    assert sum(end - start for start, end in rounds(VERIFY_TOP)) == VERIFY_TOP

@@ -369,13 +369,15 @@ class _RecordingPool(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
-def test_with_a_pool_both_readings_are_extracted_there_at_once():
+def test_with_a_pool_the_photos_features_are_extracted_there_at_once_its_mirrors_only_when_asked_for():
     image = _texture(5).resize((240, 200))
     with _RecordingPool() as pool:
         query = QueryFeatures(image, pool)
-        assert pool.submitted == ["_detect", "_mirror"]  # both started before anything asks for them
-        features, mirrored = query.features, query.mirrored()
-    assert pool.submitted == ["_detect", "_mirror"]  # and nothing else
+        assert pool.submitted == ["_detect"]  # started before anything asks for them
+        features = query.features
+        assert query._flipped is None  # a search decided by its best candidate never pays for the mirror
+        mirrored = query.mirrored()
+    assert pool.submitted == ["_detect"]  # and nothing else
     alone = QueryFeatures(image)
     np.testing.assert_array_equal(features.points, alone.features.points)
     np.testing.assert_array_equal(mirrored.points, alone.mirrored().points)
