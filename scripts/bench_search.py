@@ -31,19 +31,18 @@ from PIL import Image
 from sqlalchemy import insert
 
 from app.bootstrap import build_services
-from app.calibration.transforms import TRANSFORMS, competitor_photo
 from app.catalog.models import Factory, Product
 from app.catalog.models import Image as ImageRow
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.database import upgrade
-from app.demo.sample_catalogue import Design, factory_palette, render_product, write_catalogue
+from app.demo.sample_catalogue import write_catalogue
 from embeddings import Embedder, load_embedder
 from index import FaissIndex
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_index import clustered
-from benchtools import machine, running_server
+from benchtools import Query, competitor_queries, machine, running_server
 
 
 def build_catalogue(data_dir: Path, images: int, spec: str, dim: int) -> None:
@@ -105,27 +104,6 @@ def add_real_products(data_dir: Path, spec: str) -> list[Path]:
             services.close()
         marker.touch()
     return sorted((manifest.parent / "images").glob("*-1.jpg"))
-
-
-@dataclass(frozen=True)
-class Query:
-    photo: bytes
-    factory: str | None  # the factory that makes it; None for a product the catalogue lacks
-
-
-def competitor_queries(catalogue_photos: list[Path], unknown: int) -> list[Query]:
-    """What sellers search with: catalogue photos as competitors show them (every transform, twice, each on
-    another product), then photos of products the catalogue lacks, drawn in the same style."""
-    queries = []
-    for number, transform in enumerate(list(TRANSFORMS) * 2):
-        path = catalogue_photos[number % len(catalogue_photos)]
-        queries.append(Query(competitor_photo(path, transform, seed=number), path.name.split("-")[0]))
-    for seed in range(unknown):
-        buffer = io.BytesIO()
-        design = Design(seed=1000 + seed, palette=factory_palette(1000 + seed))
-        render_product(design, size=640).save(buffer, format="JPEG", quality=85)
-        queries.append(Query(buffer.getvalue(), None))
-    return queries
 
 
 def post_search(client: httpx.Client, base: str, image: bytes, fields: dict[str, str]) -> tuple[float, dict]:

@@ -1,16 +1,21 @@
-"""Shared by the serving benchmarks: run `sourcelens serve` on loopback for the length of a measurement."""
+"""Shared by the benchmarks: `sourcelens serve` on loopback for the length of a measurement, the machine by name,
+and the photos sellers search with."""
 
+import io
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from app.calibration.transforms import TRANSFORMS, competitor_photo
 from app.core.cores import usable_cores
+from app.demo.sample_catalogue import Design, factory_palette, render_product
 
 
 @contextmanager
@@ -64,3 +69,24 @@ def machine() -> str:
         f"{name} (family {info.get('cpu family', '?')} model {info.get('model', '?')}"
         f"{', ' + '/'.join(extras) if extras else ''}), {usable_cores()} cores"
     )
+
+
+@dataclass(frozen=True)
+class Query:
+    photo: bytes
+    factory: str | None  # the factory that makes it; None for a product the catalogue lacks
+
+
+def competitor_queries(catalogue_photos: list[Path], unknown: int) -> list[Query]:
+    """What sellers search with: catalogue photos as competitors show them (every transform, twice, each on
+    another product), then photos of products the catalogue lacks, drawn in the same style."""
+    queries = []
+    for number, transform in enumerate(list(TRANSFORMS) * 2):
+        path = catalogue_photos[number % len(catalogue_photos)]
+        queries.append(Query(competitor_photo(path, transform, seed=number), path.name.split("-")[0]))
+    for seed in range(unknown):
+        buffer = io.BytesIO()
+        design = Design(seed=1000 + seed, palette=factory_palette(1000 + seed))
+        render_product(design, size=640).save(buffer, format="JPEG", quality=85)
+        queries.append(Query(buffer.getvalue(), None))
+    return queries
