@@ -38,7 +38,7 @@ DECIDING: dict[str, list[str]] = {
     "app/calibration/fit.py": [f"{UNIT}/test_calibration.py"],
     "app/search/crops.py": [f"{UNIT}/test_crops.py", f"{UNIT}/test_search_service.py"],
     "app/search/fusion.py": [f"{UNIT}/test_search_service.py"],
-    "app/search/evidence.py": [f"{UNIT}/test_evidence.py", f"{UNIT}/test_search_service.py"],
+    "app/search/evidence.py": [f"{UNIT}/test_evidence.py"],
     "app/search/pipeline.py": [f"{UNIT}/test_search_service.py", f"{API}/test_search_api.py"],
     "app/search/options.py": [f"{UNIT}/test_search_service.py", f"{API}/test_search_api.py"],
     "app/search/lookup.py": [f"{UNIT}/test_search_service.py", f"{API}/test_search_api.py"],
