@@ -19,6 +19,7 @@ from app.search.verify import Features, Verification
 SAME = Comparison(0.0, 0.0, 1.0, 0.0, True, 0.0)
 IDENTICAL = Verification(60, 80, (0.0, 0.0, 1.0, 1.0), False, 0.99, SAME)
 LOOKALIKE = Verification(0, 3, None, False)
+MISALIGNED = Verification(90, 95, (0.0, 0.0, 1.0, 1.0), False, 0.5)  # more inliers than IDENTICAL, pixels disagree
 THRESHOLDS = Thresholds(near_duplicate=1.01)
 
 
@@ -39,7 +40,10 @@ class Catalogue:
 
 
 class View:
-    features = "query"
+    """A query photo's features, as evidence.py passes them on (their content is the fake verify's business)."""
+
+    def __init__(self, features: str = "query") -> None:
+        self.features = features
 
     def mirrored(self) -> str:
         return "mirrored"
@@ -55,7 +59,9 @@ class Checks(list[tuple[str, bool]]):
     def __call__(self, query: Any, candidate: Features, mirrored: Any = None) -> Verification:
         content_hash = str(candidate.rgb)  # the fake catalogue keeps the hash there
         self.append((content_hash, mirrored is not None))
-        return IDENTICAL if content_hash in self.copies else LOOKALIKE
+        if content_hash not in self.copies or query is None:
+            return LOOKALIKE
+        return MISALIGNED if query == "blurred view" else IDENTICAL
 
     def catalogue(self, unreadable: frozenset[str] = frozenset()) -> Catalogue:
         return Catalogue(self, unreadable)
@@ -168,3 +174,33 @@ def test_rounds_take_the_best_candidate_alone_then_the_rest_a_few_at_a_time():
     assert rounds(0) == [] and rounds(1) == [(0, 1)]
     assert rounds(1 + VERIFY_ROUND + 2) == [(0, 1), (1, 1 + VERIFY_ROUND), (1 + VERIFY_ROUND, 3 + VERIFY_ROUND)]
     assert sum(end - start for start, end in rounds(VERIFY_TOP)) == VERIFY_TOP
+
+
+def test_each_candidate_keeps_its_best_check_over_the_views(checks):
+    checks.copies.add("h0")
+    with ThreadPoolExecutor(1) as pool:
+        found = Evidence(checks.catalogue(), pool).add(
+            hits([0.9]), [View("blurred view"), View("sharp view")], rows(1), {}, THRESHOLDS
+        )
+    assert found[0].verification == IDENTICAL and len(checks) == 2  # the second view proved it
+
+
+def test_by_default_checking_stops_early(checks):
+    checks.copies.add("h0")
+    with ThreadPoolExecutor(1) as pool:
+        Evidence(checks.catalogue(), pool).add(hits([0.95] + [0.5] * 20), [View()], rows(21), {}, THRESHOLDS)
+    assert checks == [("h0", True)]
+
+
+def test_a_candidate_exactly_the_margin_below_the_copy_is_still_checked():
+    copy = Hit(0, "P0", "F0", 0.9, level=MatchLevel.IDENTICAL)
+    assert not decided([copy], Hit(1, "P1", "F1", copy.similarity - COPY_MARGIN))
+
+
+def test_a_candidate_checked_unmirrored_below_the_mirrored_ranks_is_not_checked_again(checks):
+    checked = {i: (LOOKALIKE, i < MIRROR_TOP) for i in range(VERIFY_TOP)}
+    with ThreadPoolExecutor(1) as pool:
+        Evidence(checks.catalogue(), pool).add(
+            hits([0.9 - 0.001 * i for i in range(VERIFY_TOP)]), [View()], rows(VERIFY_TOP), checked, THRESHOLDS
+        )
+    assert checks == []  # rank MIRROR_TOP is the first not mirrored: its plain check stands
