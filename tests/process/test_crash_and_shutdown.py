@@ -102,6 +102,13 @@ def test_serve_and_ingest_with_a_model_that_cannot_load_fail_in_one_line(tmp_pat
     assert "using the fallback model effnet-lite0" in fallback.stderr
 
 
+def waiting_searches(base: str, key: dict[str, str]) -> float:
+    """Searches admitted and not yet embedded, as /metrics tells."""
+    metrics = httpx.get(f"{base}/metrics", headers=key, timeout=10).text
+    lines = [line for line in metrics.splitlines() if line.startswith("sourcelens_searches_waiting")]
+    return sum(float(line.split()[-1]) for line in lines)
+
+
 def test_sigterm_finishes_searches_checkpoints_the_job_and_saves_the_index(tmp_path):
     manifest = write_catalogue(tmp_path / "catalogue", factories=10, products_per_factory=16, size=480)
     total = len(manifest.read_text().splitlines()) - 1
@@ -132,7 +139,12 @@ def test_sigterm_finishes_searches_checkpoints_the_job_and_saves_the_index(tmp_p
     searches = [threading.Thread(target=search) for _ in range(6)]
     for thread in searches:
         thread.start()
-    time.sleep(0.3)  # sent, and being decoded, when the signal comes
+    # Sent, and being decoded, when the signal comes: at least one admitted (on a busy machine the uploads alone
+    # can take longer than any fixed pause), and the others on their way.
+    deadline = time.monotonic() + 30
+    while waiting_searches(base, key) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
     stopping = time.monotonic()
     server.send_signal(signal.SIGTERM)
     assert server.wait(30) in (0, -signal.SIGTERM)  # uvicorn ends by the signal it was sent, after shutting down
