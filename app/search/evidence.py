@@ -47,6 +47,10 @@ class Evidence:
         """Match levels for every hit, the first VERIFY_TOP checked until the answer is decided (all of them
         when `exhaustive`: calibration replays every candidate's evidence). `checked` holds the checks made so
         far (a second pass reuses the first's) and gains the new ones; `rows` says which stored image each id is."""
+
+        def check(image_id: int, mirror: bool) -> Verification | None:
+            return self._check(views, rows[image_id].content_hash, mirror)
+
         done: list[Hit] = []
         top = hits[:VERIFY_TOP]
         for start, end in rounds(len(top)):
@@ -58,10 +62,6 @@ class Evidence:
                 for rank, hit in enumerate(top[start:end], start)
                 if (known := checked.get(hit.image_id)) is None or (rank < MIRROR_TOP and not known[1])
             ]
-
-            def check(image_id: int, mirror: bool) -> Verification | None:
-                return self._check(views, rows[image_id].content_hash, mirror)
-
             # Pairs are checked in parallel: OpenCV releases the GIL, and one search otherwise leaves a core idle.
             results = list(self.pool.map(check, *zip(*wanted, strict=True))) if wanted else []
             for (image_id, mirror), result in zip(wanted, results, strict=True):
