@@ -2,8 +2,10 @@
 the CLI, the demo and the scripts all call `build_services`; nothing below reaches for a global."""
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -130,20 +132,23 @@ def _load(settings: Settings, spec: str) -> Embedder:
 
 def build_services(
     settings: Settings,
-    model: Embedder | None = None,
+    model: Embedder | Callable[[], Embedder] | None = None,
     scheduler: ModelScheduler | None = None,
     metrics: Metrics | None = None,
     *,
     saves_index: bool = True,
 ) -> Services:
-    """Open the database, load the model (unless given), open the index and repair it against the database,
-    and build the services on them. `saves_index=False`: the index is kept in memory only, never written (a
-    worker process beside a server that owns the FAISS index directory)."""
+    """Open the database, load the model, open the index and repair it against the database, and build the
+    services on them. `model`: a loaded one (tests), or what loads it (the demo's choice); by default the
+    configured one, loaded on the scheduler's thread like every torch call. `saves_index=False`: the index is
+    kept in memory only, never written (a worker process beside a server that owns the FAISS index directory)."""
     engine, sessions = open_database(settings)
-    model = model or load_model(settings)
     metrics = metrics or Metrics()
     scheduler = scheduler or make_scheduler(settings, metrics)
-    scheduler.start(model)
+    if isinstance(model, Embedder):
+        model = scheduler.start(model)
+    else:
+        model = scheduler.start_with(model or partial(load_model, settings))
     keeper = IndexKeeper.open(
         sessions,
         settings.index_dir,

@@ -14,6 +14,12 @@ database, verification; wrapped in `cpu_turn()`) waits while a pass runs, and th
 threads and the other then stalls at every barrier: under load the model ran at about half its bare rate.
 
 Bulk passes (`embed_bulk`: ingest, uploads) run on the same thread, after any waiting searches.
+
+One thread for every torch call of the process: the model's loading (`start_with(loader)`), its passes and its
+text encodings. torch's OpenMP keeps a pool of worker threads per thread that calls it, and once the process
+has more such threads than cores, libgomp stops spinning between parallel regions and sleeps instead (its
+"throttled" wait). A pool left behind by the thread that loaded the model, or by a request thread that encoded
+a text, made every later pass slower: ViT-B-32 bf16 on 2 cores took 30 ms a pass instead of 20.
 """
 
 import logging
@@ -25,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,6 +105,7 @@ class Ticket:
 
 
 _Item = tuple[np.ndarray, "Future[np.ndarray]", bool]  # pixels, the caller's future, whether it holds a ticket
+_Call = tuple[Callable[[], Any], "Future[Any]"]  # other model work (text), run on the model's thread
 
 
 class ModelScheduler:
@@ -115,19 +123,26 @@ class ModelScheduler:
         self._state = threading.Condition()
         self._searches: deque[_Item] = deque()
         self._bulk: deque[_Item] = deque()
+        self._calls: deque[_Call] = deque()
         self._in_flight = 0  # admitted searches that have not had their vectors yet
         self._cpu_busy = 0  # searches inside cpu_turn()
         self._model_running = False
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def start(self, model: Embedder) -> None:
-        """Set the process's thread counts for the model and start the thread that runs every forward pass."""
+    def start(self, model: Embedder) -> Embedder:
+        """Start serving a model loaded elsewhere (tests; a process whose only torch calls are the scheduler's)."""
+        return self.start_with(lambda: model)
+
+    def start_with(self, loader: Callable[[], Embedder]) -> Embedder:
+        """Set the thread counts, start the model's thread and load the model there (see the module's note);
+        returns it once loaded. The loader's exception (a model that cannot load) is raised here."""
         torch.set_num_threads(self.policy.threads)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        self.model = model
-        self._thread = threading.Thread(target=self._loop, name="model-scheduler", daemon=True)
+        loaded: Future[Embedder] = Future()
+        self._thread = threading.Thread(target=self._loop, args=(loader, loaded), name="model-scheduler", daemon=True)
         self._thread.start()
+        return loaded.result()
 
     @property
     def stats(self) -> SchedulerStats:
@@ -182,8 +197,15 @@ class ModelScheduler:
         return self._submit(self._bulk, pixels, False)
 
     def embed_text(self, text: str) -> np.ndarray:
-        """One text → its unit vector (the text tower is small: it runs in the caller's thread)."""
-        return self._model().embed_text([text])[0]
+        """One text → its unit vector, encoded on the model's thread ahead of any pass that has not begun."""
+        model = self._model()
+        future: Future[np.ndarray] = Future()
+        with self._state:
+            if self._closed:
+                raise RuntimeError("the model scheduler is closed")
+            self._calls.append((lambda: model.embed_text([text])[0], future))
+            self._state.notify_all()
+        return future.result()
 
     def _submit(self, queue: deque[_Item], pixels: np.ndarray, counted: bool) -> np.ndarray:
         self._model()
@@ -208,26 +230,46 @@ class ModelScheduler:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, loader: Callable[[], Embedder], loaded: "Future[Embedder]") -> None:
         # Set again from the thread that runs the passes: OpenMP keeps part of its thread settings per calling
         # thread, and passes here ran slower without it. Measured in a service on 2 cores (effnet-lite0, one
         # image after 20 ms of other work, in blocks of passes): 51-57 ms a pass without this line, 41-45 with.
         torch.set_num_threads(self.policy.threads)
+        try:
+            self.model = loader()
+        except BaseException as exc:  # the caller of start_with raises it; this thread ends
+            loaded.set_exception(exc)
+            return
+        loaded.set_result(self.model)
         while True:
             with self._state:
-                self._state.wait_for(lambda: self._searches or self._bulk or self._closed)
-                if not (self._searches or self._bulk):
-                    return
-                self._wait_for_company()
-                searches = bool(self._searches)
-                batch = self._take_searches() if searches else [self._bulk.popleft()]
+                self._state.wait_for(lambda: self._calls or self._searches or self._bulk or self._closed)
+                if not self._calls:
+                    if not (self._searches or self._bulk):
+                        return
+                    self._wait_for_company()
+                if self._calls:  # a text waits for no batch to form (its search may be one the batch waits for)
+                    call, batch, searches = self._calls.popleft(), [], False
+                else:
+                    call, searches = None, bool(self._searches)
+                    batch = self._take_searches() if searches else [self._bulk.popleft()]
                 self._model_running = True
             try:
-                self._run(batch, searches)
+                if call is not None:
+                    self._call(*call)
+                else:
+                    self._run(batch, searches)
             finally:
                 with self._state:
                     self._model_running = False
                     self._state.notify_all()
+
+    @staticmethod
+    def _call(work: Callable[[], Any], future: "Future[Any]") -> None:
+        try:
+            future.set_result(work())
+        except Exception as exc:  # the caller gets the error; the model's thread goes on
+            future.set_exception(exc)
 
     def _wait_for_company(self) -> None:
         """Holding the lock, with work waiting: while more admitted searches are on their way, wait for them (up
@@ -242,7 +284,7 @@ class ModelScheduler:
                 deadlines.append(policy.max_wait_s)
             if policy.exclusive and self._cpu_busy and waited < policy.max_phase_wait_s:
                 deadlines.append(policy.max_phase_wait_s)
-            if queued >= policy.max_batch or not deadlines or self._closed:
+            if queued >= policy.max_batch or not deadlines or self._closed or self._calls:
                 return
             self._state.wait(timeout=min(deadlines) - waited)
 

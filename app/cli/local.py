@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +184,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     manifest = demo_catalogue(settings)
     settings.anonymous_search = True  # the page searches without a key; writes still need one
-    services = build_services(settings, demo_model(settings, model_given=settings.model is not None))
+    services = build_services(settings, partial(demo_model, settings, model_given=settings.model is not None))
     try:
         report = services.ingest.ingest_manifest(manifest)
         print(f"sample catalogue: {report.summary()}")

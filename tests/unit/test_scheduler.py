@@ -13,6 +13,7 @@ import torch
 
 from app.bootstrap import make_scheduler
 from app.core.config import Settings
+from embeddings import ModelLoadError
 from embeddings.scheduler import GIL_SWITCH_INTERVAL_S, ModelScheduler, SchedulerBusy, SchedulerPolicy
 
 
@@ -421,15 +422,74 @@ def test_bulk_embedding_returns_each_callers_vectors_in_one_pass():
     scheduler.close()
 
 
-def test_text_is_embedded_in_the_callers_thread_once_there_is_a_model(tiny_embedder):
+class ThreadRecordingModel(EchoModel):
+    """Notes the thread of every call that would run torch: its loading, passes and text encodings."""
+
+    def __init__(self, threads: list[str]) -> None:
+        threads.append(threading.current_thread().name)
+        super().__init__()
+        self.release.set()
+        self.threads = threads
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        return super().embed_pixels(pixels)
+
+    def embed_text(self, texts) -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        if texts == ["fail"]:
+            raise ValueError("cannot encode that")
+        return np.ones((len(texts), 3), np.float32)
+
+
+def test_the_model_is_loaded_and_runs_and_encodes_text_on_the_schedulers_thread_alone():
+    threads: list[str] = []
     scheduler = ModelScheduler(SchedulerPolicy(cores=2, torch_threads=2))
     with pytest.raises(RuntimeError, match="no model"):
         scheduler.embed_text("a red chair")
-    scheduler.start(tiny_embedder)
-    vector = scheduler.embed_text("a red chair")
-    assert vector.shape == (tiny_embedder.dim,)
-    np.testing.assert_allclose(vector, tiny_embedder.embed_text(["a red chair"])[0], atol=1e-6)
-    assert scheduler.stats.batches == 0
+    model = scheduler.start_with(lambda: ThreadRecordingModel(threads))
+    assert scheduler.model is model
+    searches = [threading.Thread(target=scheduler.embed, args=(marked(n),)) for n in range(3)]
+    for thread in searches:
+        thread.start()
+    np.testing.assert_array_equal(scheduler.embed_text("a red chair"), np.ones(3))
+    scheduler.embed_bulk(marked(7))
+    for thread in searches:
+        thread.join()
+    with pytest.raises(ValueError, match="cannot encode"):  # a failing text fails its caller, not the thread
+        scheduler.embed_text("fail")
+    np.testing.assert_array_equal(scheduler.embed_text("a cup"), np.ones(3))
+    scheduler.close()
+    assert len(threads) >= 1 + 2 + 3 and set(threads) == {"model-scheduler"}
+    assert scheduler.stats.images == 3  # texts are no search passes
+
+
+def test_a_text_is_encoded_while_a_batch_waits_for_the_search_it_belongs_to():
+    # The text's search holds a ticket: a batch forming would wait for it, and the search waits for its text.
+    scheduler = started(ThreadRecordingModel([]), max_wait_s=5.0)
+    ticket = scheduler.admit()
+    other = threading.Thread(target=scheduler.embed, args=(marked(1),))
+    other.start()
+    wait_until(lambda: len(scheduler._searches) == 1)
+    time.sleep(0.3)  # the batch is forming by now, waiting up to 5 s for the ticket's search
+    began = time.monotonic()
+    scheduler.embed_text("a red chair")
+    assert time.monotonic() - began < 2.0  # not the rest of the window
+    scheduler.embed(marked(2), ticket)
+    other.join()
+    scheduler.close()
+
+
+def test_a_model_that_cannot_load_fails_start_with_its_own_error():
+    def cannot_load():
+        raise ModelLoadError("cannot load model x: no weights")
+
+    scheduler = ModelScheduler(SchedulerPolicy(cores=2))
+    with pytest.raises(ModelLoadError, match="no weights"):
+        scheduler.start_with(cannot_load)
+    assert scheduler.model is None
+    with pytest.raises(RuntimeError, match="no model"):
+        scheduler.embed(np.zeros((1, 3, 4, 4), np.float32))
     scheduler.close()
 
 
