@@ -26,7 +26,7 @@ from embeddings import load_embedder
 from embeddings.loader import load_image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchtools import machine
+from benchtools import machine, on_a_passing_thread
 
 SIZES = (480, 640, 800, 1200)
 
@@ -88,10 +88,13 @@ def main() -> None:
     manifest = build_catalogue(args.workdir / "catalogue", args.images)
     paths = image_paths(manifest)
     sample = paths[:: max(1, len(paths) // args.sample)][: args.sample]
-    bare, embedder = bare_model_rate(args.model, args.precision, sample, args.batch)
+    bare, embedder = on_a_passing_thread(lambda: bare_model_rate(args.model, args.precision, sample, args.batch))
     # The plain loop is open_clip's own: for another model (effnet-lite0) there is none to compare with.
+    arch = args.model.split(":")[1]
     plain = (
-        plain_fp32_rate(args.model.split(":")[1], sample[:128], args.batch) if args.model.startswith("openclip:") else 0
+        on_a_passing_thread(lambda: plain_fp32_rate(arch, sample[:128], args.batch))
+        if args.model.startswith("openclip:")
+        else 0
     )
 
     data_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))

@@ -6,16 +6,20 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from app.calibration.transforms import TRANSFORMS, competitor_photo
 from app.core.cores import usable_cores
 from app.demo.sample_catalogue import Design, factory_palette, render_product
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -51,6 +55,14 @@ def running_server(data_dir: Path, port: int, env: dict[str, str] | None = None)
     finally:
         server.terminate()
         server.wait(60)
+
+
+def on_a_passing_thread(work: Callable[[], T]) -> T:
+    """`work()` on a thread that ends with it. torch's OpenMP keeps a pool of threads for each thread that calls
+    it, and with more pooled threads than cores every pool stops spinning between ops (libgomp's throttled
+    wait): a bare loop on the main thread would slow every later pass of the service's own model thread."""
+    with ThreadPoolExecutor(1) as once:
+        return once.submit(work).result()
 
 
 def machine() -> str:
