@@ -7,6 +7,7 @@ tests/process: subprocesses (CLI, kill -9, memory, scripts, linters), marked `pr
 
 import functools
 import http.server
+import logging
 import os
 import threading
 import time
@@ -72,6 +73,17 @@ def make_services(settings: Settings) -> Iterator[Callable[..., Services]]:
     yield start
     for services in started:
         services.close()
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """A test that runs the CLI or the app factory configures logging for a process: a handler on that test's
+    captured stderr, closed once it ends. Later tests' logging must not write into it."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
 
 
 @pytest.fixture(autouse=True, scope="module")
