@@ -37,59 +37,61 @@ class AppState(TypedDict):
     search_counts: SearchCounter
 
 
-def get_settings(request: Request) -> Settings:
+# The getters are `async def`: they only read what the lifespan put on the request's state, and FastAPI runs a
+# plain `def` dependency in its thread pool, one thread hand-off each (seven for a search).
+async def get_settings(request: Request) -> Settings:
     return request.state.settings
 
 
-def get_search(request: Request) -> SearchService:
+async def get_search(request: Request) -> SearchService:
     return request.state.search
 
 
-def get_catalog(request: Request) -> CatalogService:
+async def get_catalog(request: Request) -> CatalogService:
     return request.state.catalog
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     return request.state.jobs
 
 
-def get_intake(request: Request) -> UploadIntake:
+async def get_intake(request: Request) -> UploadIntake:
     return request.state.intake
 
 
-def get_scheduler(request: Request) -> ModelScheduler:
+async def get_scheduler(request: Request) -> ModelScheduler:
     return request.state.scheduler
 
 
-def get_keys(request: Request) -> KeyStore:
+async def get_keys(request: Request) -> KeyStore:
     return request.state.keys
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.state.metrics
 
 
-def get_calibration(request: Request) -> CalibrationService:
+async def get_calibration(request: Request) -> CalibrationService:
     return request.state.calibration
 
 
-def get_fetcher(request: Request) -> Fetcher:
+async def get_fetcher(request: Request) -> Fetcher:
     return request.state.fetcher
 
 
-def get_queries(request: Request) -> BatchQueries:
+async def get_queries(request: Request) -> BatchQueries:
     return request.state.queries
 
 
-def get_saved(request: Request) -> SavedSearches:
+async def get_saved(request: Request) -> SavedSearches:
     return request.state.saved
 
 
-def get_search_counts(request: Request) -> SearchCounter:
+async def get_search_counts(request: Request) -> SearchCounter:
     return request.state.search_counts
 
 
-def get_ticket(request: Request) -> Ticket | None:
+async def get_ticket(request: Request) -> Ticket | None:
     """The search's place with the scheduler, taken by the middleware when the request arrived."""
     return getattr(request.state, "ticket", None)
 
