@@ -42,6 +42,8 @@ def test_preprocess_matches_open_clip_transform(tiny_embedder):
     theirs = reference(image).numpy()
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    grey = image.convert("L")  # open_clip's transform converts to RGB first; so does ours
+    np.testing.assert_allclose(tiny_embedder.preprocess(grey), reference(grey).numpy(), atol=1e-4)
 
 
 def test_local_checkpoint_loads_the_saved_weights(tmp_path, tiny_embedder):
