@@ -179,6 +179,20 @@ def test_openapi_docs_and_web_page(client):
     assert client.get("/static/favicon.svg").status_code == 200
 
 
+def test_the_pages_scripts_and_style_come_gzipped_to_a_browser_that_asks(client):
+    from app.main import WEB_DIR
+
+    original = (WEB_DIR / "js" / "results.js").read_bytes()
+    packed = client.get("/static/js/results.js", headers={"Accept-Encoding": "gzip"})
+    assert packed.status_code == 200 and packed.headers["content-encoding"] == "gzip"
+    assert packed.content == original  # httpx undoes the encoding: the same file arrives
+    assert int(packed.num_bytes_downloaded) < len(original) / 2
+    plain = client.get("/static/js/results.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == original
+    answer = client.get("/api/v1/factories", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in answer.headers  # the API's answers stay as they are
+
+
 def test_listings_page_with_offset_and_limit(client):
     for factory_id in ("F1", "F2", "F3"):
         make_factory(client, factory_id)
