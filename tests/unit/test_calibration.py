@@ -3,7 +3,16 @@ catalogue (queries, fit, stored, used by the search, reported)."""
 
 import pytest
 
-from app.calibration.fit import Observation, first_confident, fit, measure
+from app.calibration.fit import (
+    MAX_REGION,
+    MAX_STROKES,
+    NEAR_DUPLICATE,
+    Observation,
+    Rates,
+    first_confident,
+    fit,
+    measure,
+)
 from app.calibration.service import CalibrationPlan
 from app.core.errors import InvalidInputError
 from app.search.compare import Comparison
@@ -49,6 +58,49 @@ def test_fit_finds_the_thresholds_that_meet_the_target_with_most_right_answers()
     assert fitted.met and fitted.rates.confident_wrong == 0.0 and fitted.rates.confident_right == 1.0
     assert fitted.thresholds.max_region < 0.012 and fitted.thresholds.near_duplicate > 0.955
     assert fitted.thresholds.source == "test"
+
+
+def test_each_rate_is_counted_over_its_own_queries():
+    def copy_answered(mine: str, answered: str | None) -> Observation:
+        hits = [hit(answered, f"{mine}-{answered}", 0.9, 0.004)] if answered else [hit("Z", f"{mine}-z", 0.5)]
+        return Observation(mine, hits)
+
+    def unknown_answered(confidently: bool) -> Observation:
+        return Observation(None, [hit("Y", f"u{confidently}", 0.9, 0.004 if confidently else None)])
+
+    mixed = [
+        copy_answered("F1", "F1"),
+        copy_answered("F2", "F2"),
+        copy_answered("F3", "F9"),  # another factory's product, confidently
+        copy_answered("F4", None),  # nothing confident
+        unknown_answered(True),
+        unknown_answered(False),
+    ]
+    rates = measure(mixed, Thresholds(0.95))
+    assert rates == Rates(
+        queries=6, confident_right=2 / 4, confident_wrong=2 / 6, wrong_factory=1 / 4, unknown_confident=1 / 2
+    )
+    # One query of a kind: each rate is over that one, not over a floor of two.
+    assert measure([copy_answered("F3", "F9")], Thresholds(0.95)).wrong_factory == 1.0
+    assert measure([unknown_answered(True)], Thresholds(0.95)).unknown_confident == 1.0
+    assert measure([], Thresholds(0.95)) == Rates(0, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_a_target_met_exactly_is_met():
+    # One unknown product in ten looks identical under any thresholds: 0.1 wrong is the best there is.
+    queries = [Observation(f"F{i}", [hit(f"F{i}", f"p{i}", 0.9, 0.004)]) for i in range(9)]
+    queries.append(Observation(None, [hit("Y", "u", 0.95, 0.0)]))
+    fitted = fit(queries, target=0.1, base=Thresholds(0.95), source="test")
+    assert fitted.met and fitted.rates.confident_wrong == 0.1 and fitted.rates.confident_right == 1.0
+
+
+def test_among_equally_good_thresholds_the_strictest_is_kept():
+    # Aligned copies with clean comparisons are right under every threshold on the grid.
+    queries = [Observation(f"F{i}", [hit(f"F{i}", f"p{i}", 0.9, 0.0)]) for i in range(5)]
+    fitted = fit(queries, target=0.01, base=Thresholds(0.95), source="test")
+    assert fitted.met and fitted.rates.confident_right == 1.0
+    assert fitted.thresholds.near_duplicate == max(NEAR_DUPLICATE)  # never by similarity alone
+    assert (fitted.thresholds.max_region, fitted.thresholds.max_strokes) == (min(MAX_REGION), min(MAX_STROKES))
 
 
 def test_fit_falls_back_to_the_strictest_when_the_target_cannot_be_met():
