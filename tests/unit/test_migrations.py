@@ -2,6 +2,8 @@
 and PostgreSQL); a database made before migrations keeps its rows; ids are never reused; a database behind
 the code is refused with the command to run when auto-migration is off; the `db` commands."""
 
+import logging
+
 import pytest
 from alembic import command
 from sqlalchemy import Engine, text
@@ -80,9 +82,49 @@ def test_a_database_made_before_migrations_keeps_its_rows_and_never_reuses_ids(e
     assert newest == 4  # not 3: an index that still held 3 would otherwise give the new image the old one's vector
 
 
+def test_a_database_made_by_create_all_with_api_keys_is_stamped_at_that_schema(empty_engine, caplog):
+    migrate_to(empty_engine, "0002")  # api_keys came with the last schema create_all made
+    add_rows(empty_engine, images=1)
+    with empty_engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+    with caplog.at_level(logging.INFO, logger="app.database"):
+        assert upgrade(empty_engine) == ("0002", head_revision())  # not replayed from 0001: api_keys exists
+    assert f"database migrated from 0002 to {head_revision()}" in caplog.text
+    assert schema_differences(empty_engine) == []
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="app.database"):
+        upgrade(empty_engine)
+    assert "migrated" not in caplog.text  # nothing to do, nothing said
+
+
+def test_a_column_of_another_type_is_a_difference_named_by_table_and_column(empty_postgres_url):
+    engine = make_engine(empty_postgres_url)
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE factories ALTER COLUMN name TYPE TEXT"))
+    differences = schema_differences(engine)
+    engine.dispose()
+    assert len(differences) == 1 and "modify_type" in differences[0] and "'factories', 'name'" in differences[0]
+
+
+def test_opening_a_new_database_migrates_it_and_gives_working_sessions(tmp_path):
+    engine, sessions = open_database(Settings(data_dir=tmp_path))
+    with sessions() as session:
+        assert session.execute(text("SELECT count(*) FROM factories")).scalar_one() == 0
+    assert revisions(engine)[0] == head_revision()
+    engine.dispose()
+
+
 def test_with_auto_migration_off_a_database_behind_is_refused_with_the_command(tmp_path):
     settings = Settings(data_dir=tmp_path, auto_migrate=False)
-    with pytest.raises(SchemaError, match="sourcelens db upgrade"):
+    with pytest.raises(
+        SchemaError, match=f"schema is at none, this code needs {head_revision()}: run `sourcelens db upgrade`"
+    ):
+        open_database(settings)
+    behind = make_engine(settings.resolved_database_url)
+    migrate_to(behind, "0001")
+    behind.dispose()
+    with pytest.raises(SchemaError, match="schema is at 0001, "):
         open_database(settings)
     engine = make_engine(settings.resolved_database_url)
     upgrade(engine)
