@@ -266,7 +266,7 @@ class SearchService:
                     with _timed(timings, "decode"):
                         crops = [
                             query_crops(photo, auto_crop=True)[1:] if later else []
-                            for photo, later in zip(query.photos, query.crop_later, strict=True)
+                            for photo, later in zip(query.photos, query.crop_later, strict=True)  # pragma: no mutate
                         ]
                     pixels = self._pixels(crops, timings)
             if second_pass:

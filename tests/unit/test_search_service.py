@@ -4,6 +4,7 @@ when a second pass is taken)."""
 
 import hashlib
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,54 @@ def test_top_k_and_result_shape(effnet_services, catalogue):
     assert len(result.factories) == 2 and result.total == 4
     assert result.factories[0].score >= result.factories[1].score
     assert set(result.factory_rows) == {f.factory_id for f in result.factories}
+
+
+def test_a_search_times_each_stage_and_a_calibration_applies_from_the_next_search_on(effnet_services, catalogue):
+    data = edited(catalogue.parent / "images" / "F002-P001-1.jpg", "resized")
+    result = run(effnet_services, data)
+    stages = {"decode", "preprocess", "embed", "search", "lookup", "verify", "categories"}
+    assert set(result.timings_ms) - {"passes"} == stages and all(ms >= 0 for ms in result.timings_ms.values())
+    assert result.took_ms >= result.timings_ms["embed"] and result.thresholds == "default"
+    search = effnet_services.search
+    shipped = search.thresholds
+    search.use_thresholds(replace(shipped, source="catalogue"))
+    try:
+        assert run(effnet_services, data).thresholds == "catalogue"
+        assert search.policy.max_top_k == effnet_services.settings.max_top_k  # the rest of the policy kept
+    finally:
+        search.use_thresholds(shipped)
+
+
+def test_category_names_go_through_the_text_tower_once_each(make_services, tiny_embedder, catalogue, monkeypatch):
+    services = make_services(tiny_embedder)
+    services.ingest.ingest_manifest(catalogue)
+    encoded: list[str] = []
+    embed_text = services.scheduler.embed_text
+    monkeypatch.setattr(services.scheduler, "embed_text", lambda text: encoded.append(text) or embed_text(text))
+    photo = (catalogue.parent / "images" / "F002-P002-1.jpg").read_bytes()
+    first = run(services, photo, include_weak=True)
+    names = {f"a photo of a {category.category}" for category in first.categories}
+    assert first.categories and names <= set(encoded) and len(encoded) == len(set(encoded))
+    assert all(text.startswith("a photo of a ") for text in encoded)
+    count = len(encoded)
+    assert run(services, photo, include_weak=True).categories == first.categories
+    assert len(encoded) == count  # the second search reads them from the cache
+
+
+def test_each_subject_of_a_photo_is_searched_with_the_words_given(make_services, tiny_embedder, catalogue):
+    services = make_services(tiny_embedder)
+    services.ingest.ingest_manifest(catalogue)
+    left = Image.open(catalogue.parent / "images" / "F001-P001-1.jpg")
+    right = Image.open(catalogue.parent / "images" / "F003-P002-1.jpg").resize((200, 200))
+    photo = Image.new("RGB", (700, 400), (255, 255, 255))
+    photo.paste(left.crop((10, 10, left.width - 10, left.height - 10)), (20, 40))
+    photo.paste(right.crop((5, 5, 195, 195)), (480, 100))
+    with_words = services.search.per_subject(jpeg(photo), "a ceramic mug", SearchOptions(top_k=3))
+    without = services.search.per_subject(jpeg(photo), None, SearchOptions(top_k=3))
+    assert len(with_words) == len(without) == 2
+    # Words make a search list candidates instead of gating on a confident match: every subject's search had them.
+    assert [answer.gated for _, answer in with_words] == [False, False]
+    assert [answer.gated for _, answer in without] == [True, True]
 
 
 def test_only_a_clear_top_match_settles_a_search_without_crops():
