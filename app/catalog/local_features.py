@@ -7,11 +7,17 @@ An uncompressed .npz per image (about 25 KB), written atomically; this module kn
 import io
 import os
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+
+# numpy reads each array's header with ast.literal_eval, and CPython 3.11 before 3.11.8 can raise a spurious
+# "SystemError: AST constructor recursion depth mismatch" when two threads build ASTs at once (python/cpython
+# gh-106905): searches load features on several verification threads. Reading is 0.1 ms; the lock costs little.
+_READING = threading.Lock()
 
 
 class LocalFeatureStore:
@@ -37,7 +43,7 @@ class LocalFeatureStore:
     def load(self, content_hash: str) -> dict[str, np.ndarray] | None:
         """The stored arrays; None when there are none yet, or the file is damaged (they are made again)."""
         try:
-            with np.load(self.path(content_hash), allow_pickle=False) as stored:
+            with _READING, np.load(self.path(content_hash), allow_pickle=False) as stored:
                 return {name: stored[name] for name in stored.files}
         except FileNotFoundError:
             return None
