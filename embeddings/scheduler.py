@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -131,7 +132,8 @@ class ModelScheduler:
         self._thread: threading.Thread | None = None
 
     def start(self, model: Embedder) -> Embedder:
-        """Start serving a model loaded elsewhere (tests; a process whose only torch calls are the scheduler's)."""
+        """Start serving a model loaded elsewhere (tests). Services use start_with, so that the loading too runs on
+        the model's thread."""
         return self.start_with(lambda: model)
 
     def start_with(self, loader: Callable[[], Embedder]) -> Embedder:
@@ -244,21 +246,20 @@ class ModelScheduler:
         while True:
             with self._state:
                 self._state.wait_for(lambda: self._calls or self._searches or self._bulk or self._closed)
-                if not self._calls:
-                    if not (self._searches or self._bulk):
-                        return
-                    self._wait_for_company()
+                if not self._calls and (self._searches or self._bulk):
+                    self._wait_for_company()  # ends early when a text arrives
+                work: Callable[[], None]
                 if self._calls:  # a text waits for no batch to form (its search may be one the batch waits for)
-                    call, batch, searches = self._calls.popleft(), [], False
-                else:
-                    call, searches = None, bool(self._searches)
+                    work = partial(self._call, *self._calls.popleft())
+                elif self._searches or self._bulk:
+                    searches = bool(self._searches)
                     batch = self._take_searches() if searches else [self._bulk.popleft()]
+                    work = partial(self._run, batch, searches)
+                else:  # closed, and nothing left to do
+                    return
                 self._model_running = True
             try:
-                if call is not None:
-                    self._call(*call)
-                else:
-                    self._run(batch, searches)
+                work()
             finally:
                 with self._state:
                     self._model_running = False
