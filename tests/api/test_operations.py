@@ -26,15 +26,11 @@ def client(make_services, tiny_embedder, catalogue):
 
 @pytest.fixture
 def json_logs():
-    """The server's JSON log configuration, writing into a buffer; the test's own logging restored after."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    """The server's JSON log configuration, writing into a buffer (conftest's root_logging_restored undoes it)."""
     logs.configure("json")
     buffer = io.StringIO()
-    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
+    logging.getLogger().handlers[0].setStream(buffer)  # type: ignore[attr-defined]
     yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
 
 
 def photo() -> bytes:
