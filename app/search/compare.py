@@ -35,6 +35,7 @@ MAX_HUE_TURN = 60.0
 SATURATION_GAIN = (0.65, 1.5)
 VALUE_GAIN = (0.8, 1.25)
 MIN_PIXELS = 20
+EDGE_THRESHOLDS = (60, 150)  # Canny's, on grey levels
 STROKE_TOLERANCE = 1.5  # pixels between an edge and its counterpart
 
 
@@ -91,7 +92,10 @@ def compare(query: np.ndarray, candidate: np.ndarray, size: tuple[int, int], tra
     shown = valid & (_distance(warped, _border_colour(query.astype(np.float32))) > SUBJECT)
     subjects = (product & valid) | shown
     recoloured, colour_ok = _recolour(warped, catalogue, valid, subjects)
-    distance = _distance_within_a_pixel(cat, recoloured)
+    distance = np.minimum(
+        _distance_within_a_pixel(cat, recoloured),
+        _distance_within_a_pixel(_colour_blurred(cat), _colour_blurred(recoloured)),
+    )
     differing = subjects & (distance > DIFFERENT)
     # A pixel or two of difference is noise (JPEG, resampling); what is left is a region.
     differing = cv2.morphologyEx(differing.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
@@ -159,15 +163,16 @@ def _recolour(
 def _strokes_differ(catalogue: np.ndarray, query: np.ndarray, where: np.ndarray) -> float:
     """The larger of the shares of each image's edges (within `where`) that the other lacks: a glyph, a clock's
     hands or a print differ in thin strokes, too few pixels to weigh as a region but many edges."""
-    edges = [
-        cv2.Canny(cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY), 60, 150) > 0
-        for rgb in (catalogue, query)
-    ]
+    greys = [cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for rgb in (catalogue, query)]
+    edges = [cv2.Canny(grey, *EDGE_THRESHOLDS) > 0 for grey in greys]
+    # Looked for at half the thresholds: a faint edge (two colours of about the same lightness) is found in one
+    # copy and missed in the other by the noise of JPEG alone; what the other copy lacks entirely is a stroke.
+    faint = [cv2.Canny(grey, *(t / 2 for t in EDGE_THRESHOLDS)) > 0 for grey in greys]
     inner = cv2.erode(where.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # not the overlap's own border
     margin = max(2, round(EDGE * max(where.shape)))  # nor the frame's: a pasted photo's edge is not a stroke
     inner[:margin], inner[-margin:], inner[:, :margin], inner[:, -margin:] = False, False, False, False
     shares = []
-    for mine, theirs in (edges, edges[::-1]):
+    for mine, theirs in zip(edges, faint[::-1], strict=True):
         counted = mine & inner
         if counted.sum() < MIN_PIXELS:
             return 0.0
@@ -190,6 +195,16 @@ def _distance_within_a_pixel(catalogue: np.ndarray, query: np.ndarray) -> np.nda
             best = squared if best is None else np.minimum(best, squared)
     assert best is not None
     return np.sqrt(best)
+
+
+def _colour_blurred(rgb: np.ndarray) -> np.ndarray:
+    """The picture with its colour (not its lightness) blurred over a pixel or so. A JPEG keeps colour at half
+    resolution, which fringes every sharp colour edge of the stored copy with a pixel of mixed colour: a pixel
+    that differs as it is, but not once both pictures' colours are blurred alike, is that fringe. Inside a
+    region the colour is unchanged, and lightness, where most detail lies, stays sharp."""
+    ycrcb = cv2.cvtColor(np.clip(rgb, 0, 255), cv2.COLOR_RGB2YCrCb)
+    ycrcb[..., 1:] = cv2.blur(ycrcb[..., 1:], (3, 3))
+    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
 
 
 def _occluders(differing: np.ndarray, product: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

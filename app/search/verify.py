@@ -29,6 +29,7 @@ ORB_FEATURES = 600
 ORB_SCALE = 1.2  # between pyramid levels (OpenCV's default)
 RATIO = 0.8  # Lowe's ratio: a match must beat the second-best candidate clearly
 RANSAC_PX = 6.0  # reprojection tolerance, on images of about 320 px
+SIMILAR_SHARE = 0.95  # of the affine's inliers the similarity must keep within RANSAC_PX to replace it
 MIN_MATCHES = 8  # fewer tentative matches than this cannot support a transform worth trusting
 # The quick look: ORB lists its finest-scale keypoints first. Of 271 edited copies (evaluate.py's transforms
 # on the sample catalogue) none had fewer than 15 matches among the first 150, and 71% of unrelated pairs had
@@ -189,7 +190,9 @@ def _verify(query: Features, candidate: Features) -> Verification:
     )
     if transform is None or mask is None:
         return Verification(0, len(good), None, False)
-    inlier_points = target[mask.ravel().astype(bool)]
+    inliers = mask.ravel().astype(bool)
+    inlier_points = target[inliers]
+    transform = _simplest(source[inliers], inlier_points, transform)
     thumb_transform = transform.copy()
     thumb_transform[:, 2] *= THUMB_SCALE  # same rotation and scale; the shift shrinks with the thumbs
     agreement = _agreement(query.thumb, candidate.thumb, thumb_transform)
@@ -199,6 +202,19 @@ def _verify(query: Features, candidate: Features) -> Verification:
         return result  # the whole product is compared only where the two correspond
     from_rgb = np.hstack([transform[:, :2] * query.rgb_scale, transform[:, 2:]])  # the photo as it came
     return replace(result, comparison=compare(query.rgb, candidate.small, candidate.size, from_rgb))
+
+
+def _simplest(source: np.ndarray, target: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The similarity (turn, uniform scale, shift) through the inliers where it fits them as well as the affine
+    does, else the affine. Edited copies are similar to their catalogue image (every evaluate.py transform is),
+    and a similarity is pinned by any two points, where an affine fitted to inliers on a thin strip (a rim, a
+    lid) stretches freely across it: on a sample catalogue photo against its own stored copy, 3.5 px off at
+    the far edge, enough to turn its every outline into a stroke that differs."""
+    similarity, _ = cv2.estimateAffinePartial2D(source, target, method=cv2.LMEDS)
+    if similarity is None:
+        return affine
+    residuals = np.linalg.norm(source @ similarity[:, :2].T + similarity[:, 2] - target, axis=1)
+    return similarity if np.mean(residuals <= RANSAC_PX) >= SIMILAR_SHARE else affine
 
 
 def _good_matches(query: np.ndarray, candidate: np.ndarray) -> list[tuple[int, int]]:
