@@ -76,6 +76,19 @@ def test_a_part_that_differs_is_a_difference(variant):
     assert result.largest > MAX_REGION, result
 
 
+def test_a_part_turned_grey_is_a_difference_not_a_failed_colour_change():
+    """The colour change is found from the pixels coloured in both: a panel gone grey says nothing about the
+    hue turn or the saturation gain of the rest, it is a region that differs."""
+    result = compared(drawing(frame=(150, 150, 150)), drawing())
+    assert result.colour_ok and result.largest > MAX_REGION, result
+    assert 0.0 < result.different < 1.0, result  # a share of the subjects, to four places
+
+
+def test_a_blank_catalogue_image_is_not_compared():
+    """No product to compare (nothing differs from the border colour): no verdict either way."""
+    assert compared(drawing(), Image.new("RGB", (SIDE, SIDE), "white")) == NOT_COMPARED
+
+
 def test_the_whole_product_in_another_colour_is_beyond_a_colour_change():
     product = drawing()
     result = compared(shifted_colours(product, 150, 1.0, 1.0), product)
