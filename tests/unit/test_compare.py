@@ -327,3 +327,32 @@ def test_a_jpeg_copy_of_flat_art_is_the_same_along_its_colour_edges_and_faint_ed
     assert result.colour_ok and result.largest <= MAX_REGION / 3 and result.strokes <= 0.05, result
     result = compared(striped_jar(stripe=(250, 200, 60)), jpeg(product))
     assert result.largest > MAX_REGION, result
+
+
+@pytest.mark.parametrize(("dark", "colour_ok"), [(40, True), (41, False)])
+def test_only_pixels_lit_above_40_set_the_brightness_gain(dark, colour_ok):
+    """A grey panel on a dark background; the catalogue's background is 1.5 times as light. Pixels of value
+    40 or less are too dark to say how much a photo was brightened and are left out of the value gain (the
+    panel alone sets it: 1.0); at 41 they count, and the background's 1.5 is beyond a brightening's bounds."""
+    query = np.full((64, 64, 3), dark, np.uint8)
+    query[24:40, 24:40] = 200  # the panel: a sixteenth of the picture
+    catalogue = query.copy()
+    catalogue[query[..., 0] == dark] = round(dark * 1.5)
+    assert flat_compared(query, catalogue).colour_ok is colour_ok
+
+
+@pytest.mark.parametrize(
+    ("query_rgb", "catalogue_rgb"),
+    [
+        ((255, 195, 195), (204, 255, 204)),  # the catalogue's panel at saturation 51: coloured, just
+        ((51, 40, 40), (40, 51, 40)),  # the query's panel at value 51: coloured, just
+    ],
+)
+def test_pixels_saturated_and_lit_above_50_in_both_set_the_hue_turn(query_rgb, catalogue_rgb):
+    """A panel turned from red to green (120 degrees, past the 60 a colour filter may turn) at the edge of what
+    counts as coloured: saturation and value above 50 in both pictures. Counted, the turn is out of bounds."""
+    query = np.full((64, 64, 3), 255, np.uint8)
+    query[8:56, 8:56] = query_rgb
+    catalogue = query.copy()
+    catalogue[8:56, 8:56] = catalogue_rgb
+    assert flat_compared(query, catalogue).colour_ok is False
