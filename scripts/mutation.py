@@ -33,7 +33,11 @@ UNIT, API = "tests/unit", "tests/api"
 DECIDING: dict[str, list[str]] = {
     # answers
     "app/search/scoring.py": [f"{UNIT}/test_scoring.py", f"{UNIT}/test_search_service.py"],
-    "app/search/verify.py": [f"{UNIT}/test_verify.py", f"{UNIT}/test_search_service.py"],
+    "app/search/verify.py": [
+        f"{UNIT}/test_verify.py",
+        f"{UNIT}/test_local_features.py",
+        f"{UNIT}/test_search_service.py",
+    ],
     "app/search/compare.py": [f"{UNIT}/test_compare.py", f"{UNIT}/test_verify.py"],
     "app/calibration/fit.py": [f"{UNIT}/test_calibration.py"],
     "app/search/crops.py": [f"{UNIT}/test_crops.py", f"{UNIT}/test_search_service.py"],
