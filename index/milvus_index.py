@@ -10,6 +10,7 @@ process is found by a search in any other.
 import hashlib
 import json
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,9 +108,19 @@ class MilvusIndex(VectorIndex):
         params = self.client.prepare_index_params()
         # HNSW: ~0.98 recall@10 at ef 128 on catalogue-like vectors, no training step, updates in place.
         params.add_index("vector", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
-        self.client.create_collection(
-            self.collection, schema=schema, index_params=params, consistency_level=CONSISTENCY
-        )
+        self.client.create_collection(self.collection, schema=schema, consistency_level=CONSISTENCY)
+        # Not pymilvus's own wait, which sleeps half a second before its first look even at an empty collection
+        # (whose index is built at once): every new model's collection, and every test's, paid it.
+        self.client.create_index(self.collection, params, sync=False)
+        self._wait_for_index()
+
+    def _wait_for_index(self, timeout_s: float = 120.0) -> None:
+        deadline, pause = time.monotonic() + timeout_s, 0.005
+        while (state := self.client.describe_index(self.collection, "vector").get("state")) != "Finished":
+            if state == "Failed" or time.monotonic() > deadline:
+                raise RuntimeError(f"Milvus could not build the index of {self.collection} (state {state})")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     # --- writes --------------------------------------------------------------------------------------
 
