@@ -23,28 +23,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args, settings))
     except Exception as exc:  # one line for expected failures; the trace only with --debug
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from app.client import SourceLensError
-        from app.core.errors import ServiceError
-        from embeddings import ImageError, ModelLoadError
-        from index import IndexMismatchError
-
-        expected = (
-            ServiceError
-            | ImageError
-            | ModelLoadError
-            | IndexMismatchError
-            | OSError
-            | SQLAlchemyError
-            | SourceLensError
-            | ValueError
-        )
-        if args.debug or not isinstance(exc, expected):
+        if args.debug or not isinstance(exc, _expected_failures()):
             raise
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         print(f"error: {reason[0] if reason else type(exc).__name__}", file=sys.stderr)
         return 2
+
+
+def _expected_failures() -> tuple[type[Exception], ...]:
+    """What a user can act on from one line. The model's failure type is taken only where its module is
+    loaded, as it must be for one to have been raised: importing it here would import torch, and make a
+    quick command's error (a bad key id, a missing file) take seconds."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.client import SourceLensError
+    from app.core.errors import ServiceError
+    from index import IndexMismatchError
+
+    loaded = sys.modules.get("embeddings.openclip")
+    model: tuple[type[Exception], ...] = (loaded.ModelLoadError,) if loaded else ()
+    # ImageError is a ValueError.
+    return (ServiceError, IndexMismatchError, OSError, SQLAlchemyError, SourceLensError, ValueError, *model)
 
 
 def _parser() -> argparse.ArgumentParser:
