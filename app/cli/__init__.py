@@ -6,6 +6,7 @@ and jobs.py the rest.
 """
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_format if settings.log_format != "auto" else ("json" if server else "text"))
     try:
         return int(args.handler(args, settings))
+    except KeyboardInterrupt:  # Ctrl-C; a server re-raises it (uvicorn) once it has shut down cleanly
+        if args.debug:
+            raise
+        logging.getLogger("sourcelens").info("interrupted (Ctrl-C)")  # in the process's log format
+        return 130  # what a shell reports for SIGINT
     except Exception as exc:  # one line for expected failures; the trace only with --debug
         if args.debug or not isinstance(exc, _expected_failures()):
             raise

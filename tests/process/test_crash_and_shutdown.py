@@ -328,3 +328,13 @@ def test_random_kill_9s_during_ingest_delete_and_search_lose_nothing_acknowledge
         f"{ledger.searches} searches for deleted images, none returned one"
     )
     assert np.all(np.diff([k[1] + k[2] for k in kills]) >= 0)  # traffic was acknowledged in every round
+
+
+def test_ctrl_c_stops_the_server_cleanly_in_its_own_log_format(tmp_path):
+    data_dir, port, log = tmp_path / "data", free_port(), tmp_path / "server.log"
+    server = start(data_dir, port, log)
+    os.killpg(server.pid, signal.SIGINT)  # as a terminal sends it: to the whole process group
+    assert server.wait(30) == 130  # what a shell reports for SIGINT, after a clean shutdown
+    records = log_lines(log)  # every line JSON: no traceback
+    finished = f"Finished server process [{server.pid}]"
+    assert [r["message"] for r in records][-2:] == [finished, "interrupted (Ctrl-C)"]
