@@ -32,6 +32,7 @@ from app.ingest.jobs import JobStore
 from app.ingest.manifest import ManifestLimits
 from app.ingest.pipeline import IngestPipeline, IngestSettings
 from app.ingest.runner import JobRunner
+from app.search.evidence import verify_span
 from app.search.lookup import SearchLookup
 from app.search.pipeline import SearchPolicy, SearchService
 from app.search.scoring import Thresholds, default_near_duplicate
@@ -170,6 +171,7 @@ def build_services(
         max_top_k=settings.max_top_k,
         max_subjects=settings.max_subjects,
         thresholds=Thresholds(default_near_duplicate(model.name) if near_duplicate is None else near_duplicate),
+        verify_span=verify_span(model.name),
     )
     # Catalogue images' local features, extracted at ingest and stored, so a search extracts only its photo's.
     features = FeatureCache(media.open, store=LocalFeatureStore(settings.features_dir))

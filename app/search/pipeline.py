@@ -51,6 +51,7 @@ class SearchPolicy:
     max_top_k: int  # the largest page a caller may ask for
     thresholds: Thresholds  # what each match level requires (shipped defaults, or the catalogue's calibration)
     max_subjects: int = 4  # products of one photo answered separately, at most
+    verify_span: float | None = None  # candidates checked down to this far below the best similarity (evidence.py)
 
 
 @dataclass
@@ -349,7 +350,15 @@ class SearchService:
         with _timed(timings, "verify"):
             if options.verify and query.photos:
                 views = query.local_features(self.verify_pool)
-                hits = self.evidence.add(hits, views, query.rows, query.verified, self.thresholds, options.verify_all)
+                hits = self.evidence.add(
+                    hits,
+                    views,
+                    query.rows,
+                    query.verified,
+                    self.thresholds,
+                    exhaustive=options.verify_all,
+                    span=self.policy.verify_span,
+                )
             else:
                 hits = [with_evidence(hit, None, self.thresholds) for hit in hits]
         query.hits = hits

@@ -82,12 +82,14 @@ def rows(count: int) -> dict[int, ImageRef]:
     return {i: ImageRef(i, f"P{i}", content_hash=f"h{i}", factory_id=f"F{i}") for i in range(count)}
 
 
-def run(checks: Checks, similarities: list[float], copies: set[int], exhaustive: bool = False) -> list[Hit]:
+def run(
+    checks: Checks, similarities: list[float], copies: set[int], exhaustive: bool = False, span: float | None = None
+) -> list[Hit]:
     checks.copies.clear()
     checks.copies.update(f"h{i}" for i in copies)
     with ThreadPoolExecutor(1) as pool:  # one thread: the calls come in order
         found = Evidence(checks.catalogue(), pool).add(
-            hits(similarities), [View()], rows(len(similarities)), {}, THRESHOLDS, exhaustive
+            hits(similarities), [View()], rows(len(similarities)), {}, THRESHOLDS, exhaustive, span
         )
     return found
 
@@ -125,6 +127,29 @@ def test_without_a_copy_every_top_candidate_is_checked_and_no_more(checks):
     assert checked_ids(checks) == list(range(VERIFY_TOP))
     assert all(h.verification == LOOKALIKE for h in found[:VERIFY_TOP])
     assert all(h.verification is None for h in found[VERIFY_TOP:])
+
+
+def test_candidates_beyond_the_span_below_the_best_are_not_checked(checks):
+    similarities = [0.9, 0.85, 0.801, 0.8, 0.799, 0.7] + [0.6] * 30  # the span: 0.1 below 0.9, 0.8 included
+    found = run(checks, similarities, copies={4}, span=0.1)
+    assert checked_ids(checks) == [0, 1, 2, 3]  # the copy just below the span is not looked for
+    assert found[4].verification is None and found[4].level == MatchLevel.SIMILAR
+    assert [h.image_id for h in found] == list(range(len(similarities)))  # every hit kept, in order
+
+
+def test_a_copy_within_the_span_is_found_and_calibration_checks_past_the_span(checks):
+    similarities = [0.9 - 0.005 * i for i in range(VERIFY_TOP + 5)]  # 0.9 down to 0.73
+    found = run(checks, similarities, copies={18}, span=0.1)  # 0.81: within
+    assert found[18].level == MatchLevel.IDENTICAL and checked_ids(checks) == list(range(21))  # 0.8 the last
+    checks.clear()
+    run(checks, similarities, copies=set(), exhaustive=True, span=0.1)
+    assert checked_ids(checks) == list(range(VERIFY_TOP))
+
+
+def test_the_span_is_the_measured_models_only():
+    assert evidence.verify_span("effnet-lite0") == evidence.VERIFY_SPANS["effnet-lite0"] == 0.1
+    assert evidence.verify_span("openclip:ViT-B-32:laion2b_s34b_b79k") is None  # not measured offline
+    assert evidence.verify_span("openclip:sourcelens-tiny:random") is None
 
 
 def test_exhaustive_checking_goes_on_past_the_copy(checks):
