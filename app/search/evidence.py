@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from itertools import takewhile
 
 from app.search.fusion import ImageRef
-from app.search.scoring import Hit, MatchLevel, Thresholds, with_evidence
+from app.search.scoring import Hit, MatchLevel, Thresholds, measured_for, with_evidence
 from app.search.verify import FeatureCache, QueryFeatures, Verification, verify
 
 VERIFY_TOP = 30  # products checked with local features, best first
@@ -63,7 +63,8 @@ class Evidence:
         done: list[Hit] = []
         top = hits[:VERIFY_TOP]
         if span is not None and not exhaustive and top:
-            top = list(takewhile(lambda hit: hit.similarity >= top[0].similarity - span, top))
+            floor = top[0].similarity - span  # hits come best first: those checked stay a prefix of them
+            top = list(takewhile(lambda hit: hit.similarity >= floor, top))
         for start, end in rounds(len(top)):
             if not exhaustive and decided(done, top[start]):
                 break
@@ -91,9 +92,7 @@ class Evidence:
 
 def verify_span(embedder_name: str) -> float | None:
     """How far below the best candidate a model's copies are looked for; None: as far as VERIFY_TOP goes."""
-    if embedder_name.endswith(":random"):  # untrained weights: their similarities mean nothing
-        return None
-    return next((span for prefix, span in VERIFY_SPANS.items() if embedder_name.startswith(prefix)), None)
+    return measured_for(VERIFY_SPANS, embedder_name)
 
 
 def rounds(count: int) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ SUPPORT_WEIGHT * MAX_SUPPORT * SUPPORT_MARGIN.
 """
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -37,12 +38,16 @@ NEAR_DUPLICATE_DEFAULTS = {"effnet-lite0": 0.95, "openclip:ViT-B-32": 0.92}
 
 
 def default_near_duplicate(embedder_name: str) -> float:
-    if embedder_name.endswith(":random"):  # untrained weights: their similarities mean nothing
-        return 1.01
-    for prefix, value in NEAR_DUPLICATE_DEFAULTS.items():
-        if embedder_name.startswith(prefix):
-            return value
-    return 1.01
+    value = measured_for(NEAR_DUPLICATE_DEFAULTS, embedder_name)
+    return 1.01 if value is None else value
+
+
+def measured_for(values: Mapping[str, float], embedder_name: str) -> float | None:
+    """A model's value in a table of values measured per model (by name prefix); None for a model not in it, and
+    for untrained weights, whose similarities mean nothing."""
+    if embedder_name.endswith(":random"):
+        return None
+    return next((value for prefix, value in values.items() if embedder_name.startswith(prefix)), None)
 
 
 class MatchLevel(StrEnum):
