@@ -25,6 +25,22 @@ def test_the_script_prints_a_row_per_transform(catalogue, tmp_path):
     assert "likeliest category right: copies" in done.stdout and "latency per search" in done.stdout
 
 
+def test_the_span_measurement_reports_copies_and_what_each_span_would_check(catalogue, tmp_path):
+    command = [sys.executable, "scripts/verify_span.py", "--catalogue", str(catalogue), "--queries", "6"]
+    command += ["--holdout", "2", "--transforms", "resize", "mirror", "--data-dir", str(tmp_path / "span")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    copies = re.search(r"(\d+) of 12 copies proven identical", done.stdout)
+    assert copies and int(copies.group(1)) >= 6, done.stdout  # easy transforms of a drawn catalogue
+    assert re.search(r"below the best candidate: 99% within 0\.\d{3}, all within 0\.\d{3}", done.stdout)
+    spans = re.findall(r"span (0\.\d\d): copies missed (\d+), unknown products check (\d+\.\d) of 30", done.stdout)
+    assert [span for span, _, _ in spans] == ["0.05", "0.08", "0.10", "0.15", "0.20"]
+    checked = [float(count) for _, _, count in spans]
+    assert checked == sorted(checked) and 0 < checked[-1] <= 30  # a wider span checks at least as many
+    missed = [int(count) for _, count, _ in spans]
+    assert missed == sorted(missed, reverse=True)
+
+
 def test_the_hostile_run_finds_no_server_error_and_no_change_by_a_refused_request():
     command = [sys.executable, "scripts/hostile.py", "--generated", "20"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
