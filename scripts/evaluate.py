@@ -66,8 +66,7 @@ def prepare(catalogue: str, args: argparse.Namespace) -> tuple[Path, list[Query]
 
 
 def run(catalogue: str, manifest: Path, unknown: list[Query], args: argparse.Namespace) -> None:
-    key = hashlib.sha1(f"{manifest.resolve()}:{args.model}".encode()).hexdigest()[:10]
-    data_dir = args.data_dir or TMP / f"sourcelens-eval-{key}"
+    data_dir = data_dir_for(manifest, args)
     settings = Settings(data_dir=data_dir, model=args.model, embed_batch_size=32)
     services = build_services(settings)
     try:
@@ -83,6 +82,13 @@ def run(catalogue: str, manifest: Path, unknown: list[Query], args: argparse.Nam
     finally:
         services.close()
     print_report(result)
+
+
+def data_dir_for(manifest: Path, args: argparse.Namespace) -> Path:
+    """Where a catalogue is ingested for a model: --data-dir, or one directory in /tmp per catalogue and model,
+    reused by later runs (and by scripts/verify_span.py)."""
+    key = hashlib.sha1(f"{manifest.resolve()}:{args.model}".encode()).hexdigest()[:10]
+    return args.data_dir or TMP / f"sourcelens-eval-{key}"
 
 
 def sample_manifest(spec: str) -> Path:

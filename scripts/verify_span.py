@@ -10,7 +10,6 @@ candidates a search of an unknown product would still check. A span should miss 
 options (catalogue, model, queries, transforms, data directory); ingests once into the same directory.
 """
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate import TMP, parse_args, prepare
+from evaluate import data_dir_for, parse_args, prepare
 
 from app.bootstrap import build_services
 from app.calibration.transforms import competitor_photo
@@ -53,8 +52,7 @@ def main() -> int:
     args = parse_args()
     for catalogue in args.catalogue or ["openmoji"]:
         manifest, unknown = prepare(catalogue, args)
-        key = hashlib.sha1(f"{manifest.resolve()}:{args.model}".encode()).hexdigest()[:10]
-        settings = Settings(data_dir=args.data_dir or TMP / f"sourcelens-eval-{key}", model=args.model)
+        settings = Settings(data_dir=data_dir_for(manifest, args), model=args.model)
         services = build_services(settings)
         try:
             if not len(services.index):
