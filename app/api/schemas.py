@@ -82,7 +82,9 @@ class ImageUploadRead(ImageRead):
 
 class EvidenceRead(BaseModel):
     inliers: int = Field(description="Local-feature matches consistent with one rotation, scale and shift.")
-    agreement: float = Field(description="Correlation of the aligned pixels, -1..1 (0.9+ is the same photo).")
+    agreement: float = Field(
+        description="Correlation of the aligned pixels, -1..1 (0.9+ is the same photo); 0 when under 12 inliers."
+    )
     region: tuple[float, float, float, float] | None = Field(
         description="Matched area of the catalogue image: x0, y0, x1, y1 as fractions of its size."
     )

@@ -84,7 +84,7 @@ class Verification:
     matches: int  # tentative matches that passed the ratio test
     region: tuple[float, float, float, float] | None  # inliers' box in the catalogue image, 0..1 fractions
     mirrored: bool  # the query matched once mirrored
-    agreement: float = 0.0  # correlation of the aligned pixels, -1..1
+    agreement: float = 0.0  # correlation of the aligned pixels, -1..1; 0.0 when too few inliers to align them
     comparison: Comparison = NOT_COMPARED  # the whole product compared, colours included (compare.py)
 
     @property
@@ -192,11 +192,15 @@ def _verify(query: Features, candidate: Features) -> Verification:
         return Verification(0, len(good), None, False)
     inliers = mask.ravel().astype(bool)
     inlier_points = target[inliers]
+    region = _region(inlier_points, candidate.size)
+    if len(inlier_points) < VERIFIED_INLIERS:
+        # Too few to trust the alignment, so its pixels are not compared: most lookalikes end here, and a pair
+        # costs 0.56 ms instead of 0.78 (scripts/bench_search.py's pairs, AMD EPYC family 25 model 17).
+        return Verification(len(inlier_points), len(good), region, False)
     transform = _simplest(source[inliers], inlier_points, transform)
     thumb_transform = transform.copy()
     thumb_transform[:, 2] *= THUMB_SCALE  # same rotation and scale; the shift shrinks with the thumbs
     agreement = _agreement(query.thumb, candidate.thumb, thumb_transform)
-    region = _region(inlier_points, candidate.size)
     result = Verification(len(inlier_points), len(good), region, False, agreement)
     if not result.aligned or query.rgb is None:
         return result  # the whole product is compared only where the two correspond
@@ -297,8 +301,12 @@ class QueryFeatures:
 
     def mirrored(self) -> Features:
         with self._lock:
-            self._flipped = self._flipped or _done(self._mirror())
-        return self._with_photo(self._flipped.result(), np.ascontiguousarray(self.photo[:, ::-1]))
+            if self._flipped is None:
+                flipped = self._mirror()
+                if self.scale != 1.0:  # compared as it came, mirrored (made once: a copy costs as much as a pair)
+                    flipped = self._with_photo(flipped, np.ascontiguousarray(self.photo[:, ::-1]))
+                self._flipped = _done(flipped)
+        return self._flipped.result()
 
     def _with_photo(self, features: Features, photo: np.ndarray) -> Features:
         """Compared as it came, not enlarged: enlarging adds no detail, only blur."""

@@ -198,9 +198,24 @@ def test_eight_consistent_matches_are_enough_to_fit_and_seven_are_not():
     eight = verify_module._verify(*_pair(source, TARGET, decoys=4))
     assert (eight.inliers, eight.matches, eight.mirrored) == (8, 8, False)
     assert eight.region == (0.1, 0.1, 0.312, 0.5)  # the inliers' box in the catalogue image
-    assert eight.agreement == 0.0 and not eight.verified  # flat thumbs: nothing to agree on
+    assert eight.agreement == 0.0 and not eight.verified  # too few inliers to align: the pixels are not compared
     seven = verify_module._verify(*_pair(source[:7], TARGET[:7], decoys=4))
     assert seven == verify_module.Verification(0, 7, None, False)
+
+
+def test_the_aligned_pixels_are_compared_only_once_enough_inliers_verify_the_alignment():
+    """Eleven consistent matches between two copies of one texture leave agreement unmeasured (0.0); twelve
+    (VERIFIED_INLIERS) measure it. Most lookalikes stop before the comparison, which saves a third of their cost."""
+    rng = np.random.default_rng(5)
+    target = rng.uniform(20, 300, (12, 2)).astype(np.float32) * [1.0, 0.7]
+    texture = _noise(4, (60, 80))
+    for count, agreement in ((11, 0.0), (12, 1.0)):
+        query, candidate = _pair(target[:count], target[:count])
+        query = replace(query, size=(320, 240), thumb=texture)
+        candidate = replace(candidate, thumb=texture)
+        result = verify_module._verify(query, candidate)
+        assert (result.inliers, result.agreement) == (count, agreement)
+        assert result.region is not None  # the matched region is shown either way
 
 
 def test_inliers_on_a_thin_strip_are_fitted_with_a_similarity_and_a_stretched_copy_keeps_its_affine():
