@@ -18,6 +18,7 @@ class ImageRef(NamedTuple):
     product_id: str
     content_hash: str
     factory_id: str
+    category: str | None = None  # the product's, for the photo's likely categories (categories.py)
 
 
 def best_per_image(rows: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[int, float]:

@@ -77,22 +77,16 @@ class CatalogueReader:
         )
 
     def image_refs(self, image_ids: Iterable[int]) -> Iterator[ImageRef]:
-        """Product, factory and content hash of each image the database still has (a deleted one is skipped)."""
+        """Product, factory, content hash and category of each image the database still has (a deleted one is
+        skipped)."""
         statement = (
-            select(Image.id, Image.product_id, Image.content_hash, Product.factory_id)
+            select(Image.id, Image.product_id, Image.content_hash, Product.factory_id, Product.category)
             .join(Product)
             .where(Image.id.in_(list(image_ids)))
         )
         # Core rows, kept as named tuples: the ORM's result machinery and Row attribute access cost as much as
         # the query itself (with the leaner fusing: the lookup of 200 hits 9.9 -> 5.6 ms, 1M catalogue).
         return (ImageRef._make(row) for row in self.session.connection().execute(statement).all())
-
-    def categories(self, product_ids: Iterable[str]) -> dict[str, str | None]:
-        wanted = list(product_ids)
-        if not wanted:
-            return {}
-        statement = select(Product.id, Product.category).where(Product.id.in_(wanted))
-        return {row.id: row.category for row in self.session.connection().execute(statement).all()}
 
     def page_rows(
         self, factory_ids: list[str], product_ids: list[str]

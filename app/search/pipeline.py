@@ -286,7 +286,7 @@ class SearchService:
                 [f.factory_id for f in page], [m.product_id for f in page for m in f.matches]
             )
             with _timed(timings, "categories"):
-                categories = self._categories(reader, query)
+                categories = self._categories(query)
         shown = _still_there(page, factories, products)
         total = len(ranked) - (len(page) - len(shown))
         return SearchResult(
@@ -303,9 +303,10 @@ class SearchService:
             categories,
         )
 
-    def _categories(self, reader: CatalogueReader, query: _Query) -> list[CategoryGuess]:
+    def _categories(self, query: _Query) -> list[CategoryGuess]:
         nearest = query.hits[: NEIGHBOURS * 3]  # several images per product at most
-        known = reader.categories({hit.product_id for hit in nearest})
+        # Read with the hits' products and factories (lookup.py): no query of its own.
+        known = {hit.product_id: query.rows[hit.image_id].category for hit in nearest}
         vote = neighbour_vote(nearest, known)
         model = self.scheduler.model
         if not query.photo_only or model is None or not model.supports_text:
