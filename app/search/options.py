@@ -34,7 +34,7 @@ class SearchOptions:
     filters: SearchFilters = field(default_factory=SearchFilters)
     verify: bool = True  # check the top candidates with local features
     include_weak: bool = False  # also list factories without a confident match
-    auto_crop: bool = True  # without a confident match, search the photo's trimmed subject and centre too
+    auto_crop: bool = True  # without a confident match, search the photo straightened and trimmed too, if it can be
     verify_all: bool = False  # check all the top candidates, not only until the answer is decided (calibration)
 
 

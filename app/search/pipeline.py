@@ -1,8 +1,8 @@
 """Photos and/or text → query vectors → nearest catalogue images → verified, ranked factories.
 
 One pipeline serves every kind of query:
-- a photo is searched alone first; only when that finds no clear match are its crops (straightened,
-  trimmed subject, centre) searched too, in a second pass; each catalogue image keeps its best similarity over
+- a photo is searched alone first; only when that finds no clear match are its crops (straightened, trimmed
+  subject), where it has any, searched too, in a second pass; each catalogue image keeps its best similarity over
   the crops (the product is in one of them). A caller's bbox replaces the photo by that box;
 - several photos of one product (views) are fused per product (fusion.py);
 - a text (open_clip text tower) is searched alone, or added to each photo vector;
@@ -261,15 +261,17 @@ class SearchService:
                 if options.verify:  # extracted while FAISS searches, on the other core
                     query.local_features(self.verify_pool)
                 ranked = self._ranked(reader, query, options, allowed, where, timings)
-                # The photo alone found no clear match: the product may be framed, padded or part of a scene, so
-                # its crops are searched too. A clear match (the usual case) costs one forward pass, not several.
-                if second_pass := any(query.crop_later) and not settled(ranked):
+                # The photo alone found no clear match: the product may be framed, padded or tilted, so its crops
+                # are searched too, where it has any. A clear match (the usual case) costs one forward pass.
+                second_pass = False
+                if any(query.crop_later) and not settled(ranked):
                     with _timed(timings, "decode"):
                         crops = [
                             query_crops(photo, auto_crop=True)[1:] if later else []
                             for photo, later in zip(query.photos, query.crop_later, strict=True)  # pragma: no mutate
                         ]
-                    pixels = self._pixels(crops, timings)
+                    if second_pass := any(crops):
+                        pixels = self._pixels(crops, timings)
             if second_pass:
                 more = self._embed(pixels, crops, timings, None)
                 query.views = [np.concatenate([done, new]) for done, new in zip(query.views, more, strict=True)]

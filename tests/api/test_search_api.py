@@ -5,6 +5,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from helpers import authorize, jpeg_bytes, module_services
@@ -101,6 +102,11 @@ def test_crops_are_searched_only_when_the_photo_alone_finds_no_confident_match(c
     assert embedded() == (images + 3, batches + 3)
     plain = search(client, padded, include_weak="true", auto_crop="false").json()
     assert "passes" not in plain["timings_ms"] and embedded() == (images + 4, batches + 4)  # the photo alone
+    # Nothing to trim and not tilted: no crop could change the answer, so the photo alone, unclear as it is.
+    texture = Image.fromarray(np.random.default_rng(7).integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    frameless = search(client, texture, include_weak="true").json()
+    assert frameless["confident_match"] is False and "passes" not in frameless["timings_ms"]
+    assert embedded() == (images + 5, batches + 5)
 
 
 def test_a_missing_stored_copy_leaves_its_hit_unverified_not_the_search_failed(client, catalogue):

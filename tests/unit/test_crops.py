@@ -6,7 +6,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from app.core.errors import InvalidInputError
 from app.demo.sample_catalogue import Design, factory_palette, render_product
-from app.search.crops import centre_box, deskewed, parse_bbox, query_crops, scale_box, subject_box, subject_boxes
+from app.search.crops import deskewed, parse_bbox, query_crops, scale_box, subject_box, subject_boxes
 
 PRODUCTS = [render_product(Design(seed=s, palette=factory_palette(s % 5)), size=320) for s in range(1, 4)]
 
@@ -23,14 +23,12 @@ def test_subject_crop_trims_pads_and_keeps_full_frames():
     padded = ImageOps.expand(PRODUCTS[0].resize((100, 100)), border=(150, 30, 20, 90), fill=(0, 90, 0))
     x0, y0, x1, y1 = subject_box(padded)
     assert abs(x0 - 150) <= 4 and abs(y0 - 30) <= 4 and abs(x1 - 250) <= 4 and abs(y1 - 130) <= 4
-    photo, subject = query_crops(padded, auto_crop=True)  # the subject stands for the centre too
+    photo, subject = query_crops(padded, auto_crop=True)
     assert photo is padded and subject.size == (x1 - x0, y1 - y0)
     assert query_crops(padded, auto_crop=False) == [padded]
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8))
     assert subject_box(noise) is None
-    photo, centre = query_crops(noise, auto_crop=True)  # nothing to trim: the centre
-    x0, y0, x1, y1 = centre_box((0, 0, 120, 120))
-    assert photo is noise and centre.size == (x1 - x0, y1 - y0) and x0 > 0 and x1 < 120
+    assert query_crops(noise, auto_crop=True) == [noise]  # nothing to trim, nor tilted: the photo alone
 
 
 def tilted(image: Image.Image, angle: float, fill=(255, 255, 255)) -> Image.Image:
@@ -55,17 +53,17 @@ def test_only_tilted_rectangles_on_a_plain_fill_are_deskewed():
     noisy = tilted(photo, 15)
     noisy.putpixel((0, 0), (0, 0, 0))  # corners of different colours: not a pasted photo
     assert deskewed(noisy) is None
-    assert len(query_crops(tilted(photo, 15), auto_crop=True)) == 3  # photo, straightened, its subject or centre
+    turned = tilted(photo, 15)
+    crops = query_crops(turned, auto_crop=True)  # the photo, straightened, and the product trimmed of its backdrop
+    assert crops[0] is turned and len(crops) == 3 and crops[2].size == (116, 120)
+    upright = PRODUCTS[2].resize((240, 200)).crop((65, 31, 181, 151))  # the product alone: nothing to trim
+    photo, straight = query_crops(tilted(upright, 15), auto_crop=True)  # straightened, then nothing to trim
+    assert subject_box(upright) is None and abs(straight.width - 116) <= 3 and abs(straight.height - 120) <= 3
 
 
 def test_a_box_on_the_upload_is_moved_onto_the_reduced_copy():
     assert scale_box((100, 50, 300, 250), (1000, 500), (320, 160)) == (32, 16, 96, 80)
     assert scale_box((0, 0, 2, 2), (1000, 1000), (100, 100)) == (0, 0, 1, 1)  # never empty
-
-
-def test_the_centre_crop_keeps_the_middle_80_percent():
-    assert centre_box((0, 0, 100, 50)) == (10, 5, 90, 45)
-    assert centre_box((20, 10, 120, 110)) == (30, 20, 110, 100)
 
 
 def test_a_frame_of_any_uniform_colour_and_width_is_trimmed():

@@ -119,7 +119,7 @@ def search_route(
     ] = None,
     auto_crop: Annotated[
         bool,
-        Form(description="When the photo alone finds no confident match, also search its trimmed subject and centre."),
+        Form(description="When the photo alone finds no confident match, also search it straightened and trimmed."),
     ] = True,
     per_subject: Annotated[
         bool, Form(description="One photo of several products: answer for each of them (see `subjects`).")
