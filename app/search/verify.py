@@ -73,7 +73,7 @@ class Features:
     descriptors: np.ndarray | None  # (n, 32) uint8 ORB descriptors; None when the image has no corners
     size: tuple[int, int]  # width, height
     thumb: np.ndarray  # grey, blurred, THUMB_SCALE of the size: for comparing aligned pixels
-    small: np.ndarray  # RGB, at most compare.SIDE pixels: a catalogue image as compare.py compares it
+    small: np.ndarray  # RGB, at most compare.SIDE pixels: a catalogue image as compare.py compares it (a query: rgb)
     rgb: np.ndarray | None = None  # the photo itself, kept for a query (compare.py warps it)
     rgb_scale: float = 1.0  # keypoint pixels per pixel of `rgb` (a small query is enlarged for detection)
 
@@ -122,7 +122,12 @@ def extract(image: Image.Image) -> Features:
 def _detect(image: Image.Image, keep: bool = True) -> tuple[Sequence[cv2.KeyPoint], Features]:
     grey = np.asarray(image.convert("L"))
     keypoints, descriptors = cv2.ORB_create(ORB_FEATURES, ORB_SCALE).detectAndCompute(grey, None)
-    return keypoints, _features(keypoints, descriptors, np.asarray(image.convert("RGB")), keep)
+    return keypoints, _features(keypoints, descriptors, _rgb(image), keep)
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    """The picture's pixels, without a converted copy first when it is RGB already (a search's photos are)."""
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _features(
@@ -132,7 +137,9 @@ def _features(
     thumb = cv2.resize(rgb, None, fx=THUMB_SCALE, fy=THUMB_SCALE, interpolation=cv2.INTER_AREA)
     grey = cv2.cvtColor(cv2.GaussianBlur(thumb, (3, 3), 0), cv2.COLOR_RGB2GRAY)
     size = (rgb.shape[1], rgb.shape[0])
-    return Features(points, descriptors, size, grey, small_copy(rgb), rgb if keep else None)
+    if keep:  # a query's: compare.py compares the photo itself (`rgb`), never a small copy of it
+        return Features(points, descriptors, size, grey, rgb, rgb)
+    return Features(points, descriptors, size, grey, small_copy(rgb))
 
 
 def _mirror(image: Image.Image, keypoints: Sequence[cv2.KeyPoint]) -> Features:
@@ -140,7 +147,7 @@ def _mirror(image: Image.Image, keypoints: Sequence[cv2.KeyPoint]) -> Features:
     Harris scores) finds the mirror of what it finds in the photo, so the keypoints are mirrored (each on its
     pyramid level's pixel grid, its angle reflected) and only their descriptors computed: about 2 ms instead
     of 9 on a busy 320 px photo, with the same inlier counts as detecting anew on tests' mirrored copies."""
-    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, ::-1])
+    rgb = np.ascontiguousarray(_rgb(image)[:, ::-1])
     width = rgb.shape[1]
     reflected = [
         cv2.KeyPoint(
@@ -284,7 +291,7 @@ class QueryFeatures:
     catalogue, copies reduced to 35-70% were proven identical 47 times in 50 enlarged, 31 as they came."""
 
     def __init__(self, image: Image.Image, pool: Executor | None = None) -> None:
-        self.photo = np.asarray(image.convert("RGB"))
+        self.photo = _rgb(image)
         self.scale = max(1.0, DETECTION_SIDE / min(image.size)) if min(image.size) < SMALL_QUERY else 1.0
         if self.scale > 1.0:
             size = (round(image.width * self.scale), round(image.height * self.scale))
