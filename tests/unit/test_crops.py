@@ -31,6 +31,18 @@ def test_subject_crop_trims_pads_and_keeps_full_frames():
     assert query_crops(noise, auto_crop=True) == [noise]  # nothing to trim, nor tilted: the photo alone
 
 
+@pytest.mark.parametrize("side", ["left", "top", "right", "bottom"])
+def test_a_wide_margin_on_one_side_alone_is_trimmed(side):
+    """The product nearly touches three edges of its white photo and leaves a third of it empty on one: that
+    side is worth trimming though the others are not."""
+    texture = Image.fromarray(np.random.default_rng(1).integers(0, 120, (116, 116, 3), dtype=np.uint8))
+    margin = {"left": (60, 2, 2, 2), "top": (2, 60, 2, 2), "right": (2, 2, 60, 2), "bottom": (2, 2, 2, 60)}[side]
+    photo = ImageOps.expand(texture, border=margin, fill="white")
+    x0, y0, x1, y1 = subject_box(photo)
+    assert abs(x0 - margin[0]) <= 2 and abs(y0 - margin[1]) <= 2
+    assert abs(photo.width - x1 - margin[2]) <= 2 and abs(photo.height - y1 - margin[3]) <= 2
+
+
 def tilted(image: Image.Image, angle: float, fill=(255, 255, 255)) -> Image.Image:
     return image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
 
