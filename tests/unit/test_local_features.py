@@ -52,6 +52,23 @@ def test_a_missing_or_damaged_file_is_made_again_from_the_stored_copy(tmp_path: 
     assert FeatureCache(load, store=store).get(key) is not None and len(loads) == 2
 
 
+def test_the_memory_cache_holds_its_capacity_and_evicts_the_least_recently_used():
+    loads: list[str] = []
+
+    def load(content_hash: str):
+        loads.append(content_hash)
+        return photo(int(content_hash))
+
+    cache = FeatureCache(load, capacity=2)  # no store: every miss is an extraction from the stored copy
+    cache.get("1"), cache.get("2"), cache.get("1")  # both held; "1" used last
+    assert loads == ["1", "2"]
+    cache.get("3")  # evicts "2", the least recently used
+    cache.get("1")
+    assert loads == ["1", "2", "3"]
+    cache.get("2")
+    assert loads == ["1", "2", "3", "2"]
+
+
 @pytest.fixture
 def ingested(make_services, tiny_embedder, catalogue):
     services = make_services(tiny_embedder)

@@ -219,6 +219,26 @@ def test_the_aligned_pixels_are_compared_only_once_enough_inliers_verify_the_ali
         assert result.region is not None  # the matched region is shown either way
 
 
+def test_a_quick_look_with_just_enough_matches_goes_on_to_the_full_match():
+    """Of the query's first QUICK_POINTS keypoints exactly QUICK_MATCHES find their counterpart: enough to look
+    further, and the rest of its keypoints then bring the matches that prove the pair."""
+    rng = np.random.default_rng(11)
+    shared = rng.integers(0, 256, (25, 32), dtype=np.uint8)  # 5 among the first keypoints, 20 among the rest
+    strangers = rng.integers(0, 256, (2 * verify_module.QUICK_POINTS + 30, 32), dtype=np.uint8)
+    query_descriptors = strangers.copy()
+    query_descriptors[: verify_module.QUICK_MATCHES] = shared[: verify_module.QUICK_MATCHES]
+    query_descriptors[verify_module.QUICK_POINTS : verify_module.QUICK_POINTS + 20] = shared[5:]
+    points = rng.uniform(10, 300, (len(query_descriptors), 2)).astype(np.float32)
+    matched = list(range(5)) + list(range(verify_module.QUICK_POINTS, verify_module.QUICK_POINTS + 20))
+    thumb, small = np.zeros((60, 80), np.uint8), np.zeros((60, 80, 3), np.uint8)
+    query = verify_module.Features(points, query_descriptors, (320, 240), thumb, small)
+    candidate = verify_module.Features(points[matched] + 5.0, shared, (320, 240), thumb, small)
+    quick = verify_module._good_matches(query_descriptors[: verify_module.QUICK_POINTS], shared)
+    assert len(quick) == verify_module.QUICK_MATCHES, "the strangers matched by chance: pick another seed"
+    result = verify_module._verify(query, candidate)
+    assert result.matches == 25 and result.inliers == 25 and result.verified
+
+
 def test_inliers_on_a_thin_strip_are_fitted_with_a_similarity_and_a_stretched_copy_keeps_its_affine():
     """A pair matched along a rim: an affine through those inliers is free across the strip and misplaces the
     far side of the product by pixels; the similarity through them fits as well and is pinned everywhere."""
