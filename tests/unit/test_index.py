@@ -198,7 +198,7 @@ def test_auto_policy_rebuilds_as_ivf_while_writes_continue(tmp_path):
     assert found[0, 0] == 2991
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf-sq8"])
+@pytest.mark.parametrize("kind", ["flat", "flat-fp16", "ivf-sq8"])
 def test_concurrent_writes_and_searches_on_each_kind(tmp_path, kind):
     vectors = clustered_unit(4000, seed=3)
     index = FaissIndex.build(tmp_path, "m", 32, kind, np.arange(4000), vectors)
@@ -225,7 +225,7 @@ def test_concurrent_writes_and_searches_on_each_kind(tmp_path, kind):
     assert len(index) == 4000 and len(set(index.ids().tolist())) == 4000
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf-sq8"])
+@pytest.mark.parametrize("kind", ["flat", "flat-fp16", "ivf-sq8"])
 def test_filtered_index_search_returns_only_allowed_ids(tmp_path, kind):
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(3000, 16)).astype(np.float32)
@@ -261,6 +261,43 @@ def test_auto_policy_wants_ivf_from_exactly_the_threshold(tmp_path):
     assert FaissIndex.build(tmp_path / "b", "m", 32, "auto", np.arange(999), clustered_unit(999), 1000).kind == "flat"
     built = FaissIndex.build(tmp_path / "c", "m", 32, "auto", np.arange(1000), clustered_unit(1000), 1000)
     assert built.kind == "ivf-sq8" and len(built) == 1000
+
+
+def test_auto_policy_moves_from_flat_to_fp16_to_ivf_as_the_catalogue_grows(tmp_path):
+    vectors = clustered_unit(2500)
+    index = FaissIndex.open(tmp_path, "m", 32, "auto", ivf_threshold=2000, fp16_threshold=100)
+    index.upsert(np.arange(99), vectors[:99])
+    assert index.kind == "flat" and not index.wants_rebuild  # one short
+    index.upsert(np.array([99]), vectors[[99]])
+    assert index.wants_rebuild
+    index.begin_rebuild()
+    index.upsert(np.array([100]), vectors[[100]])  # written while the fp16 index is built
+    index.finish_rebuild(np.arange(100), vectors[:100])
+    assert index.kind == "flat-fp16" and not index.wants_rebuild and len(index) == 101
+    assert index.describe() == "flat-fp16 (every vector, 16-bit)"
+    index.upsert(np.arange(101, 2000), vectors[101:2000])
+    assert index.wants_rebuild  # on to IVF at its threshold
+    index.begin_rebuild()
+    index.finish_rebuild(index.ids(), vectors[:2000])
+    assert index.kind == "ivf-sq8" and len(index) == 2000
+    built = FaissIndex.build(tmp_path / "b", "m", 32, "auto", np.arange(150), vectors[:150], 2000, fp16_threshold=100)
+    assert built.kind == "flat-fp16" and len(built) == 150
+
+
+def test_fp16_scores_stay_within_a_ten_thousandth_of_exact_and_survive_a_reopen(tmp_path):
+    vectors = unit(3000, dim=64, seed=5)
+    queries = unit(20, dim=64, seed=6)
+    exact = FaissIndex.build(tmp_path / "exact", "m", 64, "flat", np.arange(3000), vectors)
+    fp16 = FaissIndex.build(tmp_path / "fp16", "m", 64, "flat-fp16", np.arange(3000), vectors)
+    want_scores, want_ids = exact.search(queries, 50)
+    scores, ids = fp16.search(queries, 50)
+    assert np.abs(scores - want_scores).max() < 1e-4 and (ids[:, :10] == want_ids[:, :10]).mean() > 0.98
+    assert fp16.remove(np.array([int(want_ids[0, 0])])) == 1
+    fp16.save()
+    reopened = FaissIndex.open(tmp_path / "fp16", "m", 64, "flat-fp16")
+    assert reopened.kind == "flat-fp16" and len(reopened) == 2999
+    assert int(want_ids[0, 0]) not in set(reopened.ids().tolist())
+    np.testing.assert_array_equal(reopened.search(queries, 50)[0], fp16.search(queries, 50)[0])
 
 
 def test_a_rebuild_keeps_vectors_replaced_meanwhile_and_writes_go_on_after_it(tmp_path):

@@ -77,7 +77,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 }
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf-sq8"])
+@pytest.mark.parametrize("kind", ["flat", "flat-fp16", "ivf-sq8"])
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_index_opens_empty_and_dirty_with_one_warning(tmp_path, caplog, damage, kind):
     vectors = unit(300)
