@@ -157,6 +157,7 @@ def build_services(
         model.dim,
         kind=settings.index,
         ivf_threshold=settings.index_ivf_threshold,
+        fp16_threshold=settings.index_fp16_threshold,
         faiss_threads=settings.faiss_threads,
         store=settings.vector_store,
         saves=saves_index,

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalog.index_sync import check_catalogue_embedder, load_vectors, reconcile
-from index import VectorIndex, open_index
+from index import FP16_THRESHOLD, VectorIndex, open_index
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,15 @@ class IndexKeeper:
         store: str = "faiss",
         saves: bool = True,
         milvus_ef: tuple[int, int] = (128, 4096),
+        fp16_threshold: int = FP16_THRESHOLD,
     ) -> "IndexKeeper":
         """Open the index in `directory` and repair it against the database (the source of truth). Refuses a
         catalogue embedded by another model."""
         with sessions() as session:
             check_catalogue_embedder(session, model_name)
-            index = open_index(directory, model_name, dim, kind, ivf_threshold, faiss_threads, store, milvus_ef)
+            index = open_index(
+                directory, model_name, dim, kind, ivf_threshold, faiss_threads, store, milvus_ef, fp16_threshold
+            )
             if reconcile(session, index).changed and saves:
                 index.save()
         keeper = cls(index, sessions, dim)

@@ -15,7 +15,7 @@ from app.catalog.index_sync import load_vectors, vector_to_bytes
 from app.catalog.media import MediaStore
 from app.catalog.models import Image
 from embeddings import Embedder
-from index import FaissIndex
+from index import FP16_THRESHOLD, FaissIndex
 
 log = logging.getLogger(__name__)
 CHUNK = 64
@@ -48,12 +48,19 @@ def reembed(
 
 
 def rebuild_index(
-    sessions: sessionmaker[Session], embedder: Embedder, directory: Path, index_type: str, ivf_threshold: int
+    sessions: sessionmaker[Session],
+    embedder: Embedder,
+    directory: Path,
+    index_type: str,
+    ivf_threshold: int,
+    fp16_threshold: int = FP16_THRESHOLD,
 ) -> FaissIndex:
     """A new index of the configured kind from the stored embeddings, saved over the old one atomically."""
     with sessions() as session:
         ids, vectors = load_vectors(session, embedder.dim)
-    index = FaissIndex.build(directory, embedder.name, embedder.dim, index_type, ids, vectors, ivf_threshold)
+    index = FaissIndex.build(
+        directory, embedder.name, embedder.dim, index_type, ids, vectors, ivf_threshold, fp16_threshold
+    )
     index.save()
     log.info("index rebuilt: %s, %d vectors", index.describe(), len(index))
     return index

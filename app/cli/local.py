@@ -122,7 +122,16 @@ def _move_store(store: str, settings: Settings) -> int:
         with sessions() as session:
             embedder, dim = stored_embedder(session)
             total = count_images(session)
-        target = open_index(settings.index_dir, embedder, dim, settings.index, settings.index_ivf_threshold, 0, store)
+        target = open_index(
+            settings.index_dir,
+            embedder,
+            dim,
+            settings.index,
+            settings.index_ivf_threshold,
+            0,
+            store,
+            fp16_threshold=settings.index_fp16_threshold,
+        )
         try:
             state = settings.data_dir / "reindex-move.json"
             with _progress_bar(total, "img") as bar:
@@ -324,7 +333,14 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
         done = reembed(sessions, model, MediaStore(settings.media_dir), bar.update, force=args.force)
     index: VectorIndex
     if settings.vector_store == "faiss":
-        index = rebuild_index(sessions, model, settings.index_dir, settings.index, settings.index_ivf_threshold)
+        index = rebuild_index(
+            sessions,
+            model,
+            settings.index_dir,
+            settings.index,
+            settings.index_ivf_threshold,
+            settings.index_fp16_threshold,
+        )
     else:  # a Milvus collection of the new model's own, filled from the new embeddings
         from app.catalog.move import move_vectors
         from index import open_index

@@ -41,9 +41,10 @@ class Settings(BaseSettings):
         default="auto",
         pattern="^(auto|flat|flat-fp16|ivf-sq8)$",
         description="Vector index: flat (exact), flat-fp16 (every vector, 16-bit: scores within 1e-4), ivf-sq8 "
-        "(inverted file, 8-bit codes), or auto: flat until 10,000 vectors, flat-fp16 until index_ivf_threshold, "
-        "then ivf-sq8, each rebuilt in the background.",
+        "(inverted file, 8-bit codes), or auto: flat until index_fp16_threshold vectors, flat-fp16 until "
+        "index_ivf_threshold, then ivf-sq8, each rebuilt in the background.",
     )
+    index_fp16_threshold: int = Field(default=10_000, ge=1)
     index_ivf_threshold: int = Field(default=50_000, ge=1)
     vector_store: str = Field(
         default="faiss",

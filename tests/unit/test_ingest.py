@@ -164,6 +164,18 @@ def test_growing_catalogue_moves_to_ivf_in_the_background(make_services, tiny_em
     assert reopened.index.kind == "ivf-sq8" and len(reopened.index) == 28
 
 
+def test_a_catalogue_past_the_fp16_threshold_moves_to_flat_fp16_in_the_background(
+    make_services, tiny_embedder, catalogue
+):
+    services = make_services(tiny_embedder, index_fp16_threshold=20)
+    services.ingest.ingest_manifest(catalogue)  # 28 images: past 20, short of the IVF threshold
+    services.keeper.wait_for_rebuild(60)
+    assert services.index.kind == "flat-fp16" and sorted(services.index.ids().tolist()) == list(range(1, 29))
+    reopened = make_services(tiny_embedder, index_fp16_threshold=20)
+    assert reopened.index.kind == "flat-fp16" and len(reopened.index) == 28
+    assert make_services(tiny_embedder).index.kind == "flat-fp16"  # a later default never moves it back
+
+
 def test_a_local_manifest_fetches_urls_reports_progress_and_counts_outcomes(
     make_services, tiny_embedder, catalogue, images_site, tmp_path
 ):
