@@ -109,8 +109,9 @@ def stored_ids(index: faiss.Index) -> np.ndarray:
 
 
 def describe(index: faiss.Index) -> str:
-    if kind_of(index) == FLAT:
+    kind = kind_of(index)
+    if kind == FLAT:
         return "flat (exact)"
-    if kind_of(index) == FLAT_FP16:
+    if kind == FLAT_FP16:
         return "flat-fp16 (every vector, 16-bit)"
     return f"ivf-sq8 ({index.nlist} lists, nprobe {index.nprobe})"
