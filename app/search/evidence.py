@@ -2,9 +2,9 @@
 
 Candidates come best similarity first and are checked in rounds, each round's pairs in parallel. Checking
 stops once a candidate is proven identical and the next one is clearly less similar (below it by more than
-COPY_MARGIN): such a candidate cannot overtake the identical one, whose bonus it could at most equal, and a
-copy of the same photo (another factory selling it) would be about as similar as the identical one, not
-less. A photo of a product the catalogue lacks has no identical candidate, so all VERIFY_TOP are checked.
+COPY_MARGIN, and by more than the fit bonus the identical one fell short of): such a candidate cannot overtake
+the identical one, whose bonus it could at most equal, and a copy of the same photo (another factory selling
+it) would be about as similar as the identical one, not less. A photo of a product the catalogue lacks has no identical candidate, so all VERIFY_TOP are checked.
 """
 
 from collections.abc import Mapping
@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from itertools import takewhile
 
 from app.search.fusion import ImageRef
-from app.search.scoring import Hit, MatchLevel, Thresholds, measured_for, with_evidence
+from app.search.scoring import FIT_BONUS, IDENTICAL_BONUS, Hit, MatchLevel, Thresholds, measured_for, with_evidence
 from app.search.verify import FeatureCache, QueryFeatures, Verification, verify
 
 VERIFY_TOP = 30  # products checked with local features, best first
@@ -102,6 +102,11 @@ def rounds(count: int) -> list[tuple[int, int]]:
 
 
 def decided(done: list[Hit], following: Hit) -> bool:
-    """A candidate is identical, and the following one is clearly less similar than the best such."""
-    identical = [hit.similarity for hit in done if hit.level == MatchLevel.IDENTICAL]
-    return bool(identical) and following.similarity < max(identical) - COPY_MARGIN
+    """A candidate is identical, and the following one is clearly less similar than the best such and could
+    not overtake it even as a perfect copy (a sibling that fits worse leaves room for one that fits better)."""
+    identical = [hit for hit in done if hit.level == MatchLevel.IDENTICAL]
+    if not identical:
+        return False
+    best = max(identical, key=lambda hit: hit.rank_score)
+    unbeatable = best.rank_score - IDENTICAL_BONUS - FIT_BONUS  # a perfect copy scores its similarity + both
+    return following.similarity < min(best.similarity - COPY_MARGIN, unbeatable)

@@ -2,7 +2,10 @@
 
 Each product counts once, with its best image. Its score is the query's cosine similarity to that image,
 plus IDENTICAL_BONUS when local features show it is the same photo (verify.py), since a
-verified copy is stronger evidence than any similarity.
+verified copy is stronger evidence than any similarity, and up to FIT_BONUS more the closer the whole-product
+comparison fits (nothing differs: all of it; at a threshold's limit: none). Real catalogues hold siblings drawn
+the same but for a detail (another skin tone, a gender sign), and the copy and its sibling both pass as
+identical at similarities a few thousandths apart; what tells them apart is how much of the sibling differs.
 
 A factory's score is the score of its best-matching product, plus a small bonus for each further
 product of it that also matches closely:
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from app.search import verify
+from app.search.compare import Comparison
 from app.search.verify import Verification
 
 SUPPORT_WEIGHT = 0.25
@@ -30,6 +34,9 @@ MAX_MATCHES_SHOWN = 5
 # A factory's weaker products are shown as evidence only when close to its best match.
 SHOW_MARGIN = 0.15
 IDENTICAL_BONUS = 0.1
+# On OpenMoji (scripts/evaluate.py, the tuning catalogue), 25 of 400 copies were answered with a sibling that
+# also passed as identical; ranked by fit as well, 14 of them name the right product.
+FIT_BONUS = 0.1
 # Similarity above which a hit is a near-duplicate on its own, by embedder. effnet-lite0 was calibrated with
 # scripts/evaluate.py (see docs/ranking.md); CLIP's value is the usual near-duplicate cut for
 # ViT-B-32 image-image cosine, not calibrated here (no hub weights offline): run the harness and set
@@ -71,6 +78,15 @@ class Thresholds:
     min_visible: float = verify.MIN_VISIBLE  # identical: share of the catalogue product the query must show
     max_occluded: float = verify.MAX_OCCLUDED  # identical: share of the image a banner or badge may cover
     source: str = "default"  # "default", or where the calibration came from
+
+    def mismatch(self, compared: Comparison) -> float:
+        """How close an identical pair came to the thresholds' limits: 0 where nothing differs, 1 at a limit."""
+        shares = (
+            compared.largest / max(self.max_region, 1e-9),
+            compared.different / max(self.max_different, 1e-9),
+            compared.strokes / max(self.max_strokes, 1e-9),
+        )
+        return min(1.0, max(shares))
 
     def level(self, similarity: float, verification: Verification | None) -> MatchLevel:
         if verification is not None and verification.aligned:
@@ -121,7 +137,9 @@ def with_evidence(hit: Hit, verification: Verification | None, thresholds: Thres
     level = thresholds.level(hit.similarity, verification)
     if level == MatchLevel.SIMILAR and verification is None and hit.score is None:
         return hit  # already an unverified similar hit; most of the pool is, and a copy costs 10 µs
-    score = hit.similarity + IDENTICAL_BONUS if level == MatchLevel.IDENTICAL else hit.similarity
+    score = hit.similarity
+    if level == MatchLevel.IDENTICAL and verification is not None:
+        score += IDENTICAL_BONUS + FIT_BONUS * (1.0 - thresholds.mismatch(verification.comparison))
     return replace(hit, score=score, level=level, verification=verification)
 
 

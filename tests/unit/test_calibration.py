@@ -42,10 +42,10 @@ def test_levels_and_rankings_are_replayed_under_other_thresholds():
 
 
 def observations() -> list[Observation]:
-    """Ten copies told apart from a sibling by a tighter region cut, and ten unknown products whose nearest
-    is an unaligned lookalike at similarity 0.955."""
+    """Ten copies told apart from a sibling by a tighter region cut (the sibling more similar by more than its
+    worse fit costs it), and ten unknown products whose nearest is an unaligned lookalike at similarity 0.955."""
     copies = [
-        Observation(f"F{i}", [hit(f"F{i}", f"p{i}", 0.9, 0.004), hit("X", f"s{i}", 0.92, 0.012)]) for i in range(10)
+        Observation(f"F{i}", [hit(f"F{i}", f"p{i}", 0.9, 0.004), hit("X", f"s{i}", 0.97, 0.012)]) for i in range(10)
     ]
     unknown = [Observation(None, [hit("Y", f"u{i}", 0.955)]) for i in range(10)]
     return copies + unknown

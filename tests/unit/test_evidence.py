@@ -13,7 +13,7 @@ from app.search import evidence
 from app.search.compare import Comparison
 from app.search.evidence import COPY_MARGIN, MIRROR_TOP, VERIFY_ROUND, VERIFY_TOP, Evidence, decided, rounds
 from app.search.fusion import ImageRef
-from app.search.scoring import Hit, MatchLevel, Thresholds
+from app.search.scoring import FIT_BONUS, Hit, MatchLevel, Thresholds, with_evidence
 from app.search.verify import Features, Verification
 
 SAME = Comparison(0.0, 0.0, 1.0, 0.0, True, 0.0)
@@ -186,8 +186,14 @@ def test_an_unreadable_stored_copy_leaves_its_hit_unverified(checks):
     assert "h1" in catalogue.read
 
 
+def proven(similarity: float, comparison: Comparison = SAME) -> Hit:
+    """A candidate checked and found identical, scored as the search scores it."""
+    verification = Verification(60, 80, (0.0, 0.0, 1.0, 1.0), False, 0.99, comparison)
+    return with_evidence(Hit(0, "P0", "F0", similarity), verification, THRESHOLDS)
+
+
 def test_decided_needs_an_identical_and_a_clearly_less_similar_next_candidate():
-    copy = Hit(0, "P0", "F0", 0.9, level=MatchLevel.IDENTICAL)
+    copy = proven(0.9)
     near = Hit(1, "P1", "F1", 0.99, level=MatchLevel.NEAR_DUPLICATE)
     assert decided([copy], Hit(2, "P2", "F2", 0.9 - COPY_MARGIN - 0.001))
     assert not decided([copy], Hit(2, "P2", "F2", 0.9 - COPY_MARGIN + 0.001))
@@ -218,8 +224,20 @@ def test_by_default_checking_stops_early(checks):
 
 
 def test_a_candidate_exactly_the_margin_below_the_copy_is_still_checked():
-    copy = Hit(0, "P0", "F0", 0.9, level=MatchLevel.IDENTICAL)
+    copy = proven(0.9)
     assert not decided([copy], Hit(1, "P1", "F1", copy.similarity - COPY_MARGIN))
+
+
+def test_a_copy_that_barely_passes_leaves_room_for_a_better_fitting_one_further_down():
+    # A sibling drawn the same but for a detail passes at the limit of the differing-region rule: a candidate
+    # up to the whole fit bonus below it could still be the real copy, and outrank it, so is checked.
+    at_limit = proven(0.9, Comparison(0.05, THRESHOLDS.max_region, 1.0, 0.0, True, 0.0))
+    assert at_limit.level == MatchLevel.IDENTICAL
+    assert not decided([at_limit], Hit(1, "P1", "F1", 0.9 - COPY_MARGIN - 0.001))
+    assert not decided([at_limit], Hit(1, "P1", "F1", 0.9 - FIT_BONUS + 0.001))
+    assert decided([at_limit], Hit(1, "P1", "F1", 0.9 - FIT_BONUS - 0.001))
+    # The best-scoring copy decides: a perfect one beside it restores the usual margin.
+    assert decided([at_limit, proven(0.89)], Hit(1, "P1", "F1", 0.89 - COPY_MARGIN - 0.001))
 
 
 def test_a_candidate_checked_unmirrored_below_the_mirrored_ranks_is_not_checked_again(checks):

@@ -5,6 +5,7 @@ import pytest
 
 from app.search.compare import Comparison
 from app.search.scoring import (
+    FIT_BONUS,
     IDENTICAL_BONUS,
     MAX_SUPPORT,
     SUPPORT_MARGIN,
@@ -60,7 +61,8 @@ def verified(identical: bool, aligned: bool = True) -> Verification:
 def test_match_levels_from_the_evidence():
     cut = Thresholds(0.95)
     copy = with_evidence(hit("F", "p", 0.70), verified(True), cut)
-    assert (copy.level, copy.rank_score, copy.confident) == (MatchLevel.IDENTICAL, 0.70 + IDENTICAL_BONUS, True)
+    perfect = IDENTICAL_BONUS + FIT_BONUS  # nothing differs: the whole fit bonus
+    assert (copy.level, copy.rank_score, copy.confident) == (MatchLevel.IDENTICAL, 0.70 + perfect, True)
     assert copy.verification is not None and copy.verification.identical
     at_cut = with_evidence(hit("F", "p", 0.95), None, cut)
     assert (at_cut.level, at_cut.rank_score, at_cut.confident) == (MatchLevel.NEAR_DUPLICATE, 0.95, True)
@@ -101,3 +103,20 @@ def test_ties_rank_by_id_and_keep_the_first_image():
     assert [f.factory_id for f in ranked] == ["A", "B"]
     (factory,) = rank_factories([hit("A", "a1", 0.8, image=7), hit("A", "a1", 0.8, image=3)])
     assert factory.matches[0].image_id == 7
+
+
+def test_of_two_identical_siblings_the_one_that_fits_better_ranks_first():
+    # A copy of the query, and its sibling drawn the same but for a detail (another skin tone) that passes as
+    # identical near the limit of the differing-region rule, a hair more similar by the embedding.
+    cut = Thresholds(0.95)
+    exact = Verification(300, 320, (0.1, 0.1, 0.9, 0.9), False, 0.99, Comparison(0.002, 0.0015, 1.0, 0.0, True, 0.0))
+    near_limit = Comparison(0.02, 0.9 * cut.max_region, 1.0, 0.0, True, 0.0)
+    sibling = Verification(300, 320, (0.1, 0.1, 0.9, 0.9), False, 0.99, near_limit)
+    hits = [with_evidence(hit("A", "copy", 0.920), exact, cut), with_evidence(hit("B", "sibling", 0.926), sibling, cut)]
+    assert [h.level for h in hits] == [MatchLevel.IDENTICAL] * 2
+    assert [f.factory_id for f in rank_factories(hits)] == ["A", "B"]
+    assert hits[1].rank_score == pytest.approx(0.926 + IDENTICAL_BONUS + FIT_BONUS * 0.1)
+    # The fit is measured against the thresholds in force: a catalogue's own, looser ones leave more room.
+    loose = Thresholds(0.95, max_region=2 * cut.max_region)
+    assert loose.mismatch(near_limit) == pytest.approx(0.45)
+    assert cut.mismatch(Comparison(1.0, 1.0, 1.0, 0.0, True, 1.0)) == 1.0  # never below the identical bonus
