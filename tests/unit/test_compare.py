@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
+from app.search import compare as compare_module
 from app.search.compare import NOT_COMPARED, compare, small_copy
 from app.search.verify import MAX_REGION, MIN_VISIBLE
 
@@ -61,6 +62,19 @@ def test_a_photo_recoloured_as_a_whole_is_the_same(hue, saturation, value):
     product = drawing()
     result = compared(shifted_colours(product, hue, saturation, value), product)
     assert result.colour_ok and result.largest <= MAX_REGION
+
+
+@pytest.mark.parametrize(("hue", "saturation", "brightness"), [(20, 0.7, 1.05), (0, 1.3, 1.0), (40, 1.25, 0.9)])
+def test_a_photo_through_a_photo_editors_saturation_control_is_the_same(monkeypatch, hue, saturation, brightness):
+    """A saturation control blends each pixel with its grey: a saturated colour's HSV value moves with its
+    saturation while white stays white, so no global HSV gain explains it; the refit does."""
+    product = drawing()
+    turned = shifted_colours(product, hue, 1.0, 1.0)
+    edited = ImageEnhance.Brightness(ImageEnhance.Color(turned).enhance(saturation)).enhance(brightness)
+    result = compared(edited, product)
+    assert result.colour_ok and result.largest <= MAX_REGION, result
+    monkeypatch.setattr(compare_module, "_saturation_refit", lambda recoloured, *_: recoloured)
+    assert compared(edited, product).largest > MAX_REGION  # the HSV gains alone leave the panel differing
 
 
 @pytest.mark.parametrize(
