@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from app.search.scoring import Hit, MatchLevel, Thresholds, rank_factories, with_evidence
 
 NEAR_DUPLICATE = (0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.01)  # 1.01: never by similarity alone
-MAX_REGION = (0.003, 0.006, 0.01, 0.015, 0.02, 0.03)
-MAX_STROKES = (0.1, 0.2, 0.3, 1.0)
+MAX_REGION = (0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03)
+MAX_STROKES = (0.05, 0.1, 0.2, 0.3, 1.0)
 
 
 @dataclass(frozen=True)

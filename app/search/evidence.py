@@ -4,7 +4,8 @@ Candidates come best similarity first and are checked in rounds, each round's pa
 stops once a candidate is proven identical and the next one is clearly less similar (below it by more than
 COPY_MARGIN, and by more than the fit bonus the identical one fell short of): such a candidate cannot overtake
 the identical one, whose bonus it could at most equal, and a copy of the same photo (another factory selling
-it) would be about as similar as the identical one, not less. A photo of a product the catalogue lacks has no identical candidate, so all VERIFY_TOP are checked.
+it) would be about as similar as the identical one, not less. A photo of a product the catalogue lacks has no
+identical candidate, so all VERIFY_TOP are checked.
 """
 
 from collections.abc import Mapping

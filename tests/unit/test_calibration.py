@@ -45,7 +45,7 @@ def observations() -> list[Observation]:
     """Ten copies told apart from a sibling by a tighter region cut (the sibling more similar by more than its
     worse fit costs it), and ten unknown products whose nearest is an unaligned lookalike at similarity 0.955."""
     copies = [
-        Observation(f"F{i}", [hit(f"F{i}", f"p{i}", 0.9, 0.004), hit("X", f"s{i}", 0.97, 0.012)]) for i in range(10)
+        Observation(f"F{i}", [hit(f"F{i}", f"p{i}", 0.9, 0.002), hit("X", f"s{i}", 0.97, 0.006)]) for i in range(10)
     ]
     unknown = [Observation(None, [hit("Y", f"u{i}", 0.955)]) for i in range(10)]
     return copies + unknown
@@ -56,7 +56,7 @@ def test_fit_finds_the_thresholds_that_meet_the_target_with_most_right_answers()
     assert measure(observations(), base).confident_wrong == 1.0  # every copy and every unknown go wrong
     fitted = fit(observations(), target=0.01, base=base, source="test")
     assert fitted.met and fitted.rates.confident_wrong == 0.0 and fitted.rates.confident_right == 1.0
-    assert fitted.thresholds.max_region < 0.012 and fitted.thresholds.near_duplicate > 0.955
+    assert fitted.thresholds.max_region < 0.006 and fitted.thresholds.near_duplicate > 0.955
     assert fitted.thresholds.source == "test"
 
 
