@@ -41,6 +41,7 @@ REFIT_RESIDUAL = 1.5 * DIFFERENT  # RGB distance beyond which a pixel is left ou
 # control moves every saturated colour, so whole regions differ; a detail that differs covers less.
 REFIT_ABOVE = 0.02
 REFIT_STEP = 2
+REFIT_KEEPS = 0.5  # the refit is kept where it leaves at most this share of the pixels the HSV change left
 EDGE_THRESHOLDS = (60, 150)  # Canny's, on grey levels
 STROKE_TOLERANCE = 1.5  # pixels between an edge and its counterpart
 
@@ -98,11 +99,7 @@ def compare(query: np.ndarray, candidate: np.ndarray, size: tuple[int, int], tra
     shown = valid & (_distance(warped, _border_colour(query.astype(np.float32))) > SUBJECT)
     subjects = (product & valid) | shown
     recoloured, colour_ok = _recolour(warped, catalogue, valid, subjects)
-    distance = np.minimum(
-        _distance_within_a_pixel(cat, recoloured),
-        _distance_within_a_pixel(_colour_blurred(cat), _colour_blurred(recoloured)),
-    )
-    differing = subjects & (distance > DIFFERENT)
+    differing = subjects & (_difference(cat, recoloured) > DIFFERENT)
     # A pixel or two of difference is noise (JPEG, resampling); what is left is a region.
     differing = cv2.morphologyEx(differing.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
     occluded, differences = _occluders(differing, product)
@@ -119,6 +116,15 @@ def compare(query: np.ndarray, candidate: np.ndarray, size: tuple[int, int], tra
         occluded=round(float(occluded.mean()), 3),
         colour_ok=colour_ok,
         strokes=round(strokes, 4),
+    )
+
+
+def _difference(catalogue: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Per pixel, how far the two pictures' colours are apart within a pixel of misalignment, and past the
+    fringes a JPEG leaves along colour edges."""
+    return np.minimum(
+        _distance_within_a_pixel(catalogue, query),
+        _distance_within_a_pixel(_colour_blurred(catalogue), _colour_blurred(query)),
     )
 
 
@@ -164,24 +170,40 @@ def _recolour(
         and VALUE_GAIN[0] <= value_gain <= VALUE_GAIN[1]
     )
     if within:
-        recoloured = _saturation_refit(recoloured, catalogue.astype(np.float32), valid, subjects)
+        recoloured = _saturation_refit(recoloured, warped, catalogue, cat_hsv, valid, subjects, hue_turn)
     return recoloured, within
 
 
+def _turned(hsv: np.ndarray, hue_turn: float) -> np.ndarray:
+    """The RGB picture of `hsv` (OpenCV's, float) with its hues turned by `hue_turn` (OpenCV units)."""
+    turned = hsv.copy()
+    turned[..., 0] = np.mod(hsv[..., 0] + hue_turn, 180)
+    return cv2.cvtColor(turned.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+
+
 def _saturation_refit(
-    recoloured: np.ndarray, catalogue: np.ndarray, valid: np.ndarray, subjects: np.ndarray
+    recoloured: np.ndarray,
+    warped: np.ndarray,
+    catalogue: np.ndarray,
+    cat_hsv: np.ndarray,
+    valid: np.ndarray,
+    subjects: np.ndarray,
+    hue_turn: float,
 ) -> np.ndarray:
-    """The recoloured query refitted as a photo editor's saturation and brightness controls change a photo:
-    each pixel blended with its own grey, then scaled, `gain * (grey + blend * (rgb - grey))`. Blending changes a
-    saturated colour's HSV value along with its saturation while white stays white, which no global HSV gain
-    explains: on OpenMoji's colour-shifted copies (scripts/evaluate.py) a whale's body still differed over 28% of
-    it. Fitted by least squares over the overlap, then again without what the first fit leaves far off (a
-    banner, a part that differs); kept only within the HSV gains' bounds and where fewer pixels differ."""
-    before = int((subjects & (_distance(recoloured, catalogue) > DIFFERENT)).sum())
-    if before < max(MIN_PIXELS, REFIT_ABOVE * subjects.sum()):
-        return recoloured  # most copies (the HSV change explains them) and siblings differing in a detail
+    """The query recoloured the other way a photo editor's controls change a photo: its saturation control
+    blends each pixel with its own grey and its brightness control scales it, after any hue turn. Blending
+    moves a saturated colour's HSV value along with its saturation while white stays white, which no global HSV
+    gain explains: on OpenMoji's colour-shifted copies (scripts/evaluate.py) a whale's body still differed over
+    18% of it. So the catalogue image is turned back by the hue turn, `gain * (grey + blend * (rgb - grey))` of
+    the query fitted to it by least squares (then again without what the first fit leaves far off: a banner, a
+    part that differs), and the result turned again. Kept within the HSV gains' bounds, where fewer differ."""
     step = slice(None, None, REFIT_STEP)  # a grid of every other pixel fits two parameters as well as all
-    query, target, overlap = recoloured[step, step], catalogue[step, step], valid[step, step]
+    target, shown = catalogue[step, step].astype(np.float32), subjects[step, step]
+    before = int((shown & (_distance(recoloured[step, step], target) > DIFFERENT)).sum())
+    if before < max(MIN_PIXELS, REFIT_ABOVE * shown.sum()):
+        return recoloured  # most copies (the HSV change explains them) and siblings differing in a detail
+    turned_back = _turned(cat_hsv[step, step], -hue_turn)
+    query, overlap = np.clip(warped[step, step], 0, 255), valid[step, step]
     grey = (query @ LUMA.astype(np.float32))[..., None]
     chroma = query - grey  # the model: target = gain * grey + blend * chroma, least squares over pixels kept
     keep = overlap
@@ -191,20 +213,28 @@ def _saturation_refit(
         cross = float(np.sum(wc * grey))
         normal = [[3 * float(np.sum(wg * grey)), cross], [cross, float(np.sum(wc * chroma))]]
         try:
-            solved = np.linalg.solve(normal, [float(np.sum(wg * target)), float(np.sum(wc * target))])
+            solved = np.linalg.solve(normal, [float(np.sum(wg * turned_back)), float(np.sum(wc * turned_back))])
             gain, blend = float(solved[0]), float(solved[1])  # Python floats: float32 arrays stay float32
         except np.linalg.LinAlgError:  # no colour at all: nothing for a saturation control to explain
             return recoloured
-        residual = gain * grey + blend * chroma - target
+        residual = gain * grey + blend * chroma - turned_back
         keep = overlap & (np.einsum("ijk,ijk->ij", residual, residual) < REFIT_RESIDUAL**2)
         if keep.sum() < MIN_PIXELS:
             return recoloured
     if not (VALUE_GAIN[0] <= gain <= VALUE_GAIN[1] and SATURATION_GAIN[0] <= blend / gain <= SATURATION_GAIN[1]):
         return recoloured
-    grey_image = (recoloured @ LUMA.astype(np.float32))[..., None]
-    refitted = np.clip(gain * grey_image + blend * (recoloured - grey_image), 0, 255).astype(np.float32)
-    after = int((subjects & (_distance(refitted, catalogue) > DIFFERENT)).sum())
-    return refitted if after < before else recoloured
+    # Judged on the grid, as it was fitted: kept only where it leaves clearly fewer pixels differing (a JPEG's
+    # fringes differ alike either way, and a part in another colour stays a part).
+    after = int((shown & (_distance(_blended_and_turned(query, gain, blend, hue_turn), target) > DIFFERENT)).sum())
+    if after > REFIT_KEEPS * before:
+        return recoloured
+    return _blended_and_turned(np.clip(warped, 0, 255), gain, blend, hue_turn)
+
+
+def _blended_and_turned(rgb: np.ndarray, gain: float, blend: float, hue_turn: float) -> np.ndarray:
+    grey = (rgb @ LUMA.astype(np.float32))[..., None]
+    blended = np.clip(gain * grey + blend * (rgb - grey), 0, 255).astype(np.uint8)
+    return _turned(cv2.cvtColor(blended, cv2.COLOR_RGB2HSV).astype(np.float64), hue_turn)
 
 
 def _strokes_differ(catalogue: np.ndarray, query: np.ndarray, where: np.ndarray) -> float:
