@@ -120,3 +120,15 @@ def test_of_two_identical_siblings_the_one_that_fits_better_ranks_first():
     loose = Thresholds(0.95, max_region=2 * cut.max_region)
     assert loose.mismatch(near_limit) == pytest.approx(0.45)
     assert cut.mismatch(Comparison(1.0, 1.0, 1.0, 0.0, True, 1.0)) == 1.0  # never below the identical bonus
+
+
+def test_each_whole_product_rule_holds_up_to_its_limit_and_the_mismatch_is_the_worst_rule():
+    cut = Thresholds(0.95)
+    at_limits = Comparison(cut.max_different, cut.max_region, cut.min_visible, cut.max_occluded, True, cut.max_strokes)
+    aligned = Verification(40, 45, (0.1, 0.1, 0.9, 0.9), False, 0.99, at_limits)
+    assert cut.level(0.8, aligned) == MatchLevel.IDENTICAL  # every rule exactly at its limit still passes
+    assert cut.mismatch(at_limits) == pytest.approx(1.0)
+    # The worst of the three shares decides, whichever it is.
+    assert cut.mismatch(Comparison(0.2, 0.0, 1.0, 0.0, True, 0.0)) == pytest.approx(0.2 / cut.max_different)
+    assert cut.mismatch(Comparison(0.0, 0.5 * cut.max_region, 1.0, 0.0, True, 0.0)) == pytest.approx(0.5)
+    assert cut.mismatch(Comparison(0.0, 0.0, 1.0, 0.0, True, 0.25 * cut.max_strokes)) == pytest.approx(0.25)
