@@ -372,3 +372,19 @@ def test_pixels_saturated_and_lit_above_50_in_both_set_the_hue_turn(query_rgb, c
     catalogue = query.copy()
     catalogue[8:56, 8:56] = catalogue_rgb
     assert flat_compared(query, catalogue).colour_ok is False
+
+
+def test_a_small_copy_averages_a_fine_pattern_rather_than_sampling_it():
+    """The catalogue image is kept small by averaging: sampled, a fine print would alias into stripes that the
+    query, averaged down the same way, does not show."""
+    checks = (np.indices((300, 300)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    small = small_copy(np.dstack([checks] * 3))
+    assert max(small.shape[:2]) == 128 and small.std() < 10 and abs(float(small.mean()) - 127.5) < 5
+
+
+def test_a_product_without_inner_edges_has_no_strokes_that_differ():
+    """Too few edges inside the frame to weigh (a plain panel filling the picture): nothing differs in strokes."""
+    plain = np.full((64, 64, 3), 255, np.uint8)
+    plain[1:63, 1:63] = (200, 60, 60)
+    result = flat_compared(plain, plain)
+    assert result.colour_ok and result.strokes == 0.0 and result.largest == 0.0
