@@ -35,7 +35,7 @@ MAX_HUE_TURN = 60.0
 SATURATION_GAIN = (0.65, 1.5)
 VALUE_GAIN = (0.8, 1.25)
 MIN_PIXELS = 20
-LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601 grey: what a photo editor's saturation control blends toward
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 grey, which a saturation control blends toward
 REFIT_RESIDUAL = 1.5 * DIFFERENT  # RGB distance beyond which a pixel is left out of the saturation refit
 # The refit is tried where more than this share of the subjects differs after the HSV change: a saturation
 # control moves every saturated colour, so whole regions differ; a detail that differs covers less.
@@ -204,7 +204,7 @@ def _saturation_refit(
         return recoloured  # most copies (the HSV change explains them) and siblings differing in a detail
     turned_back = _turned(cat_hsv[step, step], -hue_turn)
     query, overlap = np.clip(warped[step, step], 0, 255), valid[step, step]
-    grey = (query @ LUMA.astype(np.float32))[..., None]
+    grey = (query @ LUMA)[..., None]
     chroma = query - grey  # the model: target = gain * grey + blend * chroma, least squares over pixels kept
     keep = overlap
     for _ in range(2):
@@ -232,7 +232,8 @@ def _saturation_refit(
 
 
 def _blended_and_turned(rgb: np.ndarray, gain: float, blend: float, hue_turn: float) -> np.ndarray:
-    grey = (rgb @ LUMA.astype(np.float32))[..., None]
+    """`rgb` through the fitted saturation and brightness controls, then the hue turn."""
+    grey = (rgb @ LUMA)[..., None]
     blended = np.clip(gain * grey + blend * (rgb - grey), 0, 255).astype(np.uint8)
     return _turned(cv2.cvtColor(blended, cv2.COLOR_RGB2HSV).astype(np.float64), hue_turn)
 
