@@ -223,7 +223,7 @@ def _simplest(source: np.ndarray, target: np.ndarray, affine: np.ndarray) -> np.
     and a similarity is pinned by any two points, where an affine fitted to inliers on a thin strip (a rim, a
     lid) stretches freely across it: on a sample catalogue photo against its own stored copy, 3.5 px off at
     the far edge, enough to turn its every outline into a stroke that differs."""
-    # Fitted to the inliers that agree within a pixel or two, then refined on them: the median-residual fit
+    # Fitted to the inliers that agree within PRECISE_PX, then refined on them: the median-residual fit
     # (LMEDS) left a flat drawing with its keypoints on one part turned 1.3 degrees and 2% too large, a strip
     # along its far outline differing (tests/api/test_search_api.py's photo of two products).
     similarity, _ = cv2.estimateAffinePartial2D(
