@@ -3,6 +3,7 @@
     python scripts/evaluate.py                           # the evaluation catalogues: sample and twemoji
     python scripts/evaluate.py --catalogue openmoji      # the set thresholds are tuned on
     python scripts/evaluate.py --catalogue MANIFEST.csv  # any catalogue in the ingest format
+    python scripts/evaluate.py --details /tmp/eval.csv   # and one row per query: the answer, its evidence
 
 Catalogues: `sample` is the synthetic one drawn by code (100 factories x 20 products; 50 products held out as
 unknown); `twemoji` and `openmoji` are real emoji artwork full of near-misses (2,500 images as products of 185
@@ -12,6 +13,7 @@ of your own has --holdout products left out as unknown. Each catalogue is ingest
 """
 
 import argparse
+import csv
 import hashlib
 import platform
 import sys
@@ -82,6 +84,19 @@ def run(catalogue: str, manifest: Path, unknown: list[Query], args: argparse.Nam
     finally:
         services.close()
     print_report(result)
+    if args.details:
+        write_details(args.details.with_suffix(f".{Path(catalogue).stem}.csv"), result)
+
+
+def write_details(path: Path, result: Evaluation) -> None:
+    """One row per query: what it was, what the search answered, and the query's own product's evidence."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["query", "kind", "default_top1", "weak_top1", "confident_wrong", "answer", "own"])
+        for kind, outcomes in (("copy", result.known), ("unknown", result.unknown)):
+            for o in outcomes:
+                writer.writerow([o.query, kind, o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.own])
+    print(f"per-query details: {path}", file=sys.stderr)
 
 
 def data_dir_for(manifest: Path, args: argparse.Namespace) -> Path:
@@ -135,6 +150,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transforms", nargs="+", default=list(TRANSFORMS), choices=list(TRANSFORMS))
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--details", type=Path, help="write one CSV row per query to DETAILS.<catalogue>.csv")
     return parser.parse_args()
 
 

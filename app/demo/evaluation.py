@@ -16,7 +16,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from app.calibration.transforms import TRANSFORMS, competitor_photo
 from app.catalog.models import Image as ImageRow
 from app.search.options import QueryPhoto, SearchOptions
 from app.search.pipeline import SearchService
+from app.search.scoring import Hit
 
 __all__ = ["TRANSFORMS", "competitor_photo"]
 BANDS = (0.0, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 1.01)
@@ -52,6 +53,9 @@ class Outcome:
     top_similarity: float
     latency_ms: float
     category_right: bool | None = None  # the likeliest category is the product's (None: it has none)
+    query: str = ""  # the product queried, and the transform (filled in by evaluate)
+    answer: str = ""  # the first factory's best match, with its evidence (describe)
+    own: str = ""  # the query's own product's best candidate among those verified, with its evidence
 
 
 @dataclass
@@ -176,6 +180,22 @@ def run_query(searcher: Searcher, query: Query, data: bytes) -> Outcome:
         top_similarity=top,
         latency_ms=latency,
         category_right=None if query.category is None else likeliest == query.category,
+        answer=describe(result.factories[0].matches[0]) if result.factories else "",
+        own=next((describe(hit) for hit in result.evidence if hit.product_id == query.product_id), ""),
+    )
+
+
+def describe(hit: Hit) -> str:
+    """A candidate's level and the measurements behind it: what tells why a query was missed."""
+    text = f"{hit.product_id} {hit.level.value} similarity {hit.similarity:.3f} score {hit.rank_score:.3f}"
+    if (checked := hit.verification) is None:
+        return text + " unchecked"
+    compared = checked.comparison
+    return (
+        f"{text} inliers {checked.inliers} agreement {checked.agreement:.2f} largest {compared.largest:.4f} "
+        f"different {compared.different:.3f} strokes {compared.strokes:.3f} visible {compared.visible:.2f} "
+        f"occluded {compared.occluded:.2f} colour {'ok' if compared.colour_ok else 'off'}"
+        + (" mirrored" if checked.mirrored else "")
     )
 
 
@@ -185,8 +205,12 @@ def evaluate(
     """Each query through every transform; each unknown product's photo through one transform, in turn."""
     evaluation = Evaluation()
     for name in transforms:
-        evaluation.by_transform[name] = [run_query(searcher, q, competitor_photo(q.image, name, seed)) for q in queries]
+        evaluation.by_transform[name] = [_run(searcher, q, name, seed) for q in queries]
     for i, q in enumerate(unknown):
-        name = transforms[i % len(transforms)]
-        evaluation.unknown.append(run_query(searcher, q, competitor_photo(q.image, name, seed)))
+        evaluation.unknown.append(_run(searcher, q, transforms[i % len(transforms)], seed))
     return evaluation
+
+
+def _run(searcher: Searcher, query: Query, transform: str, seed: int) -> Outcome:
+    outcome = run_query(searcher, query, competitor_photo(query.image, transform, seed))
+    return replace(outcome, query=f"{query.product_id} {transform}")

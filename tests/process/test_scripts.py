@@ -1,5 +1,6 @@
 """The evaluation script runs as a user would run it and prints its table."""
 
+import csv
 import re
 import subprocess
 import sys
@@ -13,7 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_script_prints_a_row_per_transform(catalogue, tmp_path):
     command = [sys.executable, "scripts/evaluate.py", "--catalogue", str(catalogue), "--queries", "6", "--holdout", "2"]
-    command += ["--transforms", "crop", "banner", "--data-dir", str(tmp_path / "eval")]
+    command += [
+        "--transforms",
+        "crop",
+        "banner",
+        "--data-dir",
+        str(tmp_path / "eval"),
+        "--details",
+        str(tmp_path / "q"),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.split()}
@@ -23,6 +32,14 @@ def test_the_script_prints_a_row_per_transform(catalogue, tmp_path):
     assert re.search(r"unknown products: [1-9]\d* queries, answered confidently", done.stdout)
     assert "reliability" in done.stdout
     assert "likeliest category right: copies" in done.stdout and "latency per search" in done.stdout
+    with (tmp_path / f"q.{catalogue.stem}.csv").open(newline="") as handle:
+        details = list(csv.DictReader(handle))
+    assert [row["kind"] for row in details] == ["copy"] * 12 + ["unknown"] * (len(details) - 12)
+    assert {row["query"].split()[1] for row in details[:12]} == {"crop", "banner"}
+    right = [row for row in details if row["default_top1"] == "True"]
+    assert right and all(row["own"].startswith(row["query"].split()[0]) for row in right)  # its own evidence
+    assert all(re.search(r"(identical|near_duplicate) similarity 0\.\d{3} score", row["answer"]) for row in right)
+    assert all(" inliers " in row["own"] for row in right if " identical " in row["own"])
 
 
 def test_the_span_measurement_reports_copies_and_what_each_span_would_check(catalogue, tmp_path):
