@@ -36,7 +36,7 @@ from app.search.evidence import verify_span
 from app.search.lookup import SearchLookup
 from app.search.pipeline import SearchPolicy, SearchService
 from app.search.scoring import Thresholds, default_near_duplicate
-from app.search.verify import FeatureCache, one_thread_per_pair
+from app.search.verify import FEATURES_VERSION, FeatureCache, one_thread_per_pair
 from embeddings import Embedder, ImageDecoder, ModelLoadError, ModelScheduler, SchedulerPolicy, load_embedder
 from index import VectorIndex
 
@@ -175,7 +175,7 @@ def build_services(
         verify_span=verify_span(model.name),
     )
     # Catalogue images' local features, extracted at ingest and stored, so a search extracts only its photo's.
-    features = FeatureCache(media.open, store=LocalFeatureStore(settings.features_dir))
+    features = FeatureCache(media.open, store=LocalFeatureStore(settings.features_dir / FEATURES_VERSION))
     search = SearchService(
         scheduler=scheduler,
         preprocess=model.preprocess,

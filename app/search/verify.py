@@ -27,6 +27,13 @@ from app.search.compare import NOT_COMPARED, Comparison, compare, small_copy
 
 ORB_FEATURES = 600
 ORB_SCALE = 1.2  # between pyramid levels (OpenCV's default)
+# Flat artwork (an even fill, soft anti-aliased outlines) gives FAST's default contrast of 20 grey levels few
+# corners: a quarter of Twemoji's images yield under 85, some under 10, and their copies then never verify.
+# Such an image is detected again at a lower contrast. Changing detection changes every stored feature, so
+# FEATURES_VERSION names the store's folder (an older one is left unread; features are then made again).
+FEW_CORNERS = 150
+LOW_CONTRAST = 8
+FEATURES_VERSION = "orb-2"
 RATIO = 0.8  # Lowe's ratio: a match must beat the second-best candidate clearly
 RANSAC_PX = 6.0  # reprojection tolerance, on images of about 320 px
 SIMILAR_SHARE = 0.95  # of the affine's inliers the similarity must keep within RANSAC_PX to replace it
@@ -124,6 +131,9 @@ def extract(image: Image.Image) -> Features:
 def _detect(image: Image.Image, keep: bool = True) -> tuple[Sequence[cv2.KeyPoint], Features]:
     grey = np.asarray(image.convert("L"))
     keypoints, descriptors = cv2.ORB_create(ORB_FEATURES, ORB_SCALE).detectAndCompute(grey, None)
+    if len(keypoints) < FEW_CORNERS:
+        detector = cv2.ORB_create(ORB_FEATURES, ORB_SCALE, fastThreshold=LOW_CONTRAST)
+        keypoints, descriptors = detector.detectAndCompute(grey, None)
     return keypoints, _features(keypoints, descriptors, _rgb(image), keep)
 
 

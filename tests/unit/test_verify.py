@@ -7,7 +7,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from app.calibration.transforms import TRANSFORMS
 from app.catalog.media import MediaStore
@@ -43,6 +43,50 @@ def test_an_edited_copy_verifies_as_identical(transform):
     # that tells siblings apart. Every other edited copy is proven identical.
     missed = 4 if transform == "crop" else 3
     assert identical >= len(PRODUCTS) - missed, f"{transform}: {identical}/{len(PRODUCTS)}"
+
+
+def pastel_drawing(side: int = 256) -> Image.Image:
+    """Flat artwork in soft colours (fills 5-30 grey levels apart, outlines anti-aliased): FAST's default
+    contrast finds few corners in it."""
+    big = Image.new("RGB", (side * 4, side * 4), "white")
+    draw = ImageDraw.Draw(big)
+    rng = np.random.default_rng(5)
+    for i in range(14):
+        x, y = (int(v) for v in rng.integers(60, side * 4 - 300, 2))
+        w, h = (int(v) for v in rng.integers(120, 300, 2))
+        fill = tuple(int(v) for v in rng.integers(225, 250, 3))
+        if i % 2:
+            draw.ellipse((x, y, x + w, y + h), fill=fill)
+        else:
+            draw.polygon([(x, y), (x + w, y + h // 3), (x + w // 2, y + h)], fill=fill)
+    return big.resize((side, side), Image.Resampling.LANCZOS)
+
+
+def test_flat_soft_artwork_is_detected_again_at_a_lower_contrast_and_its_copy_verifies():
+    drawing = pastel_drawing()
+    grey = np.asarray(drawing.convert("L"))
+    default = cv2.ORB_create(verify_module.ORB_FEATURES, verify_module.ORB_SCALE).detect(grey, None)
+    assert len(default) < verify_module.FEW_CORNERS  # what made such copies unverifiable
+    catalogue = extract(drawing)
+    assert len(catalogue.points) > 3 * len(default)
+    result = check(drawing.resize((180, 180), Image.Resampling.BICUBIC), drawing)
+    assert result.identical and result.inliers >= 2 * verify_module.VERIFIED_INLIERS, result
+
+
+def test_a_busy_photo_keeps_its_corners_at_the_default_contrast(monkeypatch):
+    """Only an image with few corners pays for a second detection."""
+    detectors = []
+    real = cv2.ORB_create
+
+    def counting(*args, **kwargs):
+        detectors.append(kwargs.get("fastThreshold", 20))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verify_module.cv2, "ORB_create", counting)
+    extract(PRODUCTS[0])
+    assert detectors == [20]
+    extract(pastel_drawing())
+    assert detectors == [20, 20, verify_module.LOW_CONTRAST]
 
 
 def test_unrelated_products_never_verify_as_identical():
