@@ -29,9 +29,17 @@ DIFFERENT = 24.0  # RGB distance, after the colour change and within a pixel, ab
 # product, and reaches the edge of the image: more of a drawing inside the frame is a different product.
 OCCLUDER_OVER_BACKGROUND = 0.25
 EDGE = 0.04  # of the image's side
+# A band across the whole photo at its edge (a sale banner) is an occluder even where the product fills the
+# part of the frame it covers, and so leaves little background under it: a product's own part spans the
+# frame from side to side only where the product does, and then ends short of the photo's edge.
+BAND_SPAN = 0.9  # of the image's width (or height), the band's extent across it
+BAND_FILL = 0.6  # of a row (or column) the band covers: its text over a white background does not differ
+BAND_DEPTH = 0.25  # of the image's height (or width), at most: evaluate.py's banners take 12-20%
 # The global colour changes a copy may have been through (HSV: hue turn in degrees, saturation and value
 # gains); beyond them it is a product in another colour.
 MAX_HUE_TURN = 60.0
+HUE_BINS = 36  # the turns' histogram: 10 degrees a bin
+HUE_NEAR = 20.0  # degrees either side of the commonest turn that its pixels' mean takes in
 SATURATION_GAIN = (0.65, 1.5)
 VALUE_GAIN = (0.8, 1.25)
 MIN_PIXELS = 20
@@ -156,8 +164,7 @@ def _recolour(
     coloured &= (query_hsv[..., 2] > 50) & (cat_hsv[..., 2] > 50)
     hue_turn, saturation_gain = 0.0, 1.0  # OpenCV hue: 0..180 for 0..360 degrees
     if coloured.sum() > MIN_PIXELS:
-        turns = (cat_hsv[..., 0][coloured] - query_hsv[..., 0][coloured]) * (np.pi / 90)
-        hue_turn = float(np.angle(np.mean(np.exp(1j * turns))) * 90 / np.pi)
+        hue_turn = _hue_turn(cat_hsv[..., 0][coloured] - query_hsv[..., 0][coloured])
         saturation_gain = float(np.median(cat_hsv[..., 1][coloured] / query_hsv[..., 1][coloured]))
     changed = query_hsv.copy()
     changed[..., 0] = np.mod(query_hsv[..., 0] + hue_turn, 180)
@@ -172,6 +179,17 @@ def _recolour(
     if within:
         recoloured = _saturation_refit(recoloured, warped, catalogue, cat_hsv, valid, subjects, hue_turn)
     return recoloured, within
+
+
+def _hue_turn(turns: np.ndarray) -> float:
+    """The turn most pixels share (OpenCV hue units, 0..180 a full turn): the circular mean of the turns near
+    the commonest one. A mean of all of them is dragged by any part that differs: a red banner over a purple
+    jacket turned a whole drawing 17 degrees, and every colour then differed."""
+    angles = turns * (np.pi / 90)
+    counts, edges = np.histogram(np.mod(angles, 2 * np.pi), bins=HUE_BINS, range=(0, 2 * np.pi))
+    peak = (edges[np.argmax(counts)] + np.pi / HUE_BINS + np.pi) % (2 * np.pi) - np.pi
+    near = np.abs(np.angle(np.exp(1j * (angles - peak)))) <= HUE_NEAR * np.pi / 180
+    return float(np.angle(np.mean(np.exp(1j * angles[near]))) * 90 / np.pi)
 
 
 def _turned(hsv: np.ndarray, hue_turn: float) -> np.ndarray:
@@ -288,15 +306,48 @@ def _colour_blurred(rgb: np.ndarray) -> np.ndarray:
 def _occluders(differing: np.ndarray, product: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split differing regions into occluders (over the catalogue background as much as over its product, and
     reaching the image's edge) and differences. Occluders are widened by a pixel: their edges too."""
-    count, labels = cv2.connectedComponents(differing.astype(np.uint8), connectivity=8)
-    area = np.bincount(labels.ravel(), minlength=count)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(differing.astype(np.uint8), connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA]
     over_background = np.bincount(labels[~product], minlength=count)
     height, width = differing.shape
     margin = max(1, round(EDGE * max(height, width)))
     edge = np.ones_like(differing)
     edge[margin:-margin, margin:-margin] = False
     at_edge = np.bincount(labels[edge], minlength=count) > 0
-    is_occluder = (over_background >= OCCLUDER_OVER_BACKGROUND * area) & at_edge
-    is_occluder[0] = False  # label 0: everything that does not differ
-    occluded = cv2.dilate(is_occluder[labels].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    spread = (over_background >= OCCLUDER_OVER_BACKGROUND * area) & at_edge  # per region: a badge, a sticker
+    spread[0] = False  # label 0: everything that does not differ
+    covered = spread[labels] | _bands(labels, stats, margin)
+    occluded = cv2.dilate(covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     return occluded, differing & ~occluded
+
+
+def _bands(labels: np.ndarray, stats: np.ndarray, margin: int) -> np.ndarray:
+    """Where a differing region lies as a band across the image at an edge (a sale banner): a region spanning
+    BAND_SPAN of the width from the top or bottom edge (or of the height from a side), and of it the rows (or
+    columns) from that edge inward that it fills BAND_FILL of, as long as they run no deeper than BAND_DEPTH of
+    the image. What hangs off the band (a part of the product in another colour touching it) stays a
+    difference, and so does a band too deep to be a banner."""
+    height, width = labels.shape
+    band = np.zeros(labels.shape, bool)
+    for k in range(1, len(stats)):
+        x, y, w, h = (int(v) for v in stats[k, :4])
+        # (axis averaged over: 1 for rows, 0 for columns; where the region starts and how far it extends; the
+        # image's size that way; whether it spans the image the other way)
+        ways = ((1, y, h, height, w >= BAND_SPAN * width), (0, x, w, width, h >= BAND_SPAN * height))
+        for axis, start, extent, side, spans in ways:
+            if not spans:
+                continue
+            if start < margin:  # from the near edge inward
+                lines = list(range(start, start + extent))
+            elif start + extent > side - margin:  # from the far edge inward
+                lines = list(range(start + extent - 1, start - 1, -1))
+            else:
+                continue
+            region = labels == k
+            filled = region.mean(axis=axis) >= BAND_FILL
+            depth = next((n for n, line in enumerate(lines) if not filled[line]), len(lines))
+            if 0 < depth <= BAND_DEPTH * side:
+                keep = np.zeros(side, bool)
+                keep[lines[:depth]] = True
+                band |= region & (keep[:, None] if axis == 1 else keep[None, :])
+    return band

@@ -255,6 +255,49 @@ def test_a_banner_over_the_product_alone_is_a_difference():
     assert result.occluded < 0.01 and result.largest > MAX_REGION, result
 
 
+@pytest.mark.parametrize("side", ["bottom", "left"])
+def test_a_band_across_the_photo_at_its_edge_is_an_occluder_where_the_product_fills_that_part(side):
+    """A sale banner across the bottom of a product that reaches the bottom of its frame (a person's jacket) has
+    almost no background under it, yet spans the photo from side to side at its edge: an occluder. The same
+    band short of the edge by a tenth of the photo (a product's own stripe) stays a difference."""
+    catalogue = Image.new("RGB", (SIDE, SIDE), "white")
+    draw = ImageDraw.Draw(catalogue)
+    draw.ellipse((70, 20, 186, 136), fill=(250, 204, 60), outline="black", width=4)
+    draw.rectangle((20, 130, 236, SIDE), fill=(120, 70, 170), outline="black", width=4)
+    band = (0, SIDE - 40, SIDE, SIDE)  # across the bottom, 16% of the height
+    short = (0, SIDE - 66, SIDE, SIDE - 26)
+    if side == "left":
+        catalogue = catalogue.rotate(-90)
+        band, short = (0, 0, 40, SIDE), (26, 0, 66, SIDE)
+    for box, occluder in ((band, True), (short, False)):
+        query = catalogue.copy()
+        ImageDraw.Draw(query).rectangle(box, fill=(210, 30, 20))
+        ImageDraw.Draw(query).text((box[0] + 12, box[1] + 14), "HOT SALE -50%", fill="white")
+        result = compared(query, catalogue)
+        if occluder:
+            assert result.occluded > 0.1 and result.largest <= MAX_REGION and result.visible >= MIN_VISIBLE, result
+        else:
+            assert result.occluded < 0.01 and result.largest > MAX_REGION, result
+
+
+def test_what_hangs_off_a_band_and_a_band_too_deep_for_a_banner_stay_differences():
+    """A part of the product in another colour touching the banner is not hidden with it; nor is a band covering
+    more than a quarter of the photo (a product's own lower part in another colour)."""
+    catalogue = Image.new("RGB", (SIDE, SIDE), "white")
+    draw = ImageDraw.Draw(catalogue)
+    draw.ellipse((70, 20, 186, 136), fill=(250, 204, 60), outline="black", width=4)
+    draw.rectangle((20, 130, 236, SIDE), fill=(120, 70, 170), outline="black", width=4)
+    hanging = catalogue.copy()
+    ImageDraw.Draw(hanging).rectangle((0, SIDE - 40, SIDE, SIDE), fill=(210, 30, 20))
+    ImageDraw.Draw(hanging).rectangle((100, 150, 160, SIDE - 40), fill=(40, 160, 60))  # touches the band
+    result = compared(hanging, catalogue)
+    assert result.occluded > 0.1 and result.largest > MAX_REGION, result
+    deep = catalogue.copy()
+    ImageDraw.Draw(deep).rectangle((0, SIDE - 80, SIDE, SIDE), fill=(210, 30, 20))  # 31% of the height
+    result = compared(deep, catalogue)
+    assert result.occluded < 0.01 and result.largest > MAX_REGION, result
+
+
 def test_strokes_that_differ_inside_the_frame_count_but_not_near_its_edge():
     """A thin stroke (a pixel wide: no region to weigh, the tolerance of a pixel hides it) is an edge the other
     image lacks; within the frame's margin (4% of the side) it is taken for a pasted photo's edge."""
