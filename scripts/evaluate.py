@@ -37,6 +37,7 @@ from app.demo.evaluation import (
     evaluate,
     read_queries,
     split_manifest,
+    twins,
 )
 from app.demo.sample_catalogue import write_catalogue
 
@@ -77,6 +78,7 @@ def run(catalogue: str, manifest: Path, unknown: list[Query], args: argparse.Nam
         queries = catalogue_queries(manifest, args.queries, args.seed)
         searcher = Searcher(services.search, services.sessions)
         result = evaluate(searcher, queries, unknown, args.transforms, args.seed)
+        result.twins = twins(unknown, read_queries(manifest))
         print(
             f"\n## {catalogue}: {len(services.index)} images, model {services.model.name} "
             f"({services.model.precision}), index {services.index.describe()}"
@@ -93,9 +95,11 @@ def write_details(path: Path, result: Evaluation) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["query", "kind", "default_top1", "weak_top1", "confident_wrong", "answer", "own"])
-        for kind, outcomes in (("copy", result.known), ("unknown", result.unknown)):
-            for o in outcomes:
-                writer.writerow([o.query, kind, o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.own])
+        for o in result.known:
+            writer.writerow([o.query, "copy", o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.own])
+        for o in result.unknown:
+            kind = "unknown twin" if o.query.split()[0] in result.twins else "unknown"
+            writer.writerow([o.query, kind, o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.own])
     print(f"per-query details: {path}", file=sys.stderr)
 
 
@@ -121,9 +125,13 @@ def print_report(result: Evaluation) -> None:
     print("{:<11} {:>7} {:>13} {:>10} {:>6} {:>10} {:>15}".format(*header))
     for name, count, top1, weak, recall5, image10, wrong in result.rows():
         print(f"{name:<11} {count:>7} {top1:>13.3f} {weak:>10.3f} {recall5:>6.3f} {image10:>10.3f} {wrong:>15.3f}")
-    confident = sum(o.confident for o in result.unknown) / max(len(result.unknown), 1)
+    confident = result.unknown_confident()
     levels = ", ".join(f"{count} {level}" for level, count in sorted(result.unknown_levels().items())) or "none"
     print(f"unknown products: {len(result.unknown)} queries, answered confidently {confident:.3f} ({levels})")
+    print(
+        f"unknown products drawn as a catalogue product is, or as its mirror: {len(result.twins)}; "
+        f"without them, answered confidently {result.unknown_confident(without_twins=True):.3f}"
+    )
     print(
         "reliability (top similarity band: answers, share naming the right factory): "
         + "; ".join(f"{low:.2f}-{high:.2f}: {n}, {right:.2f}" for low, high, n, right in result.reliability())

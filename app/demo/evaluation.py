@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +32,9 @@ from app.search.scoring import Hit
 
 __all__ = ["TRANSFORMS", "competitor_photo"]
 BANDS = (0.0, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 1.01)
+TWIN_SIDE = 64
+TWIN_LEVELS = 40  # of 255, in any channel: anti-aliasing and JPEG stay below it, a skin tone's change does not
+TWIN_SHARE = 0.01
 
 
 @dataclass
@@ -62,6 +66,13 @@ class Outcome:
 class Evaluation:
     by_transform: dict[str, list[Outcome]] = field(default_factory=dict)
     unknown: list[Outcome] = field(default_factory=list)  # products the catalogue does not have
+    # Unknown product → the catalogue product drawn the same, or as its mirror (twins()): no verdict that takes
+    # a mirrored photo for its product can tell them apart, so they are reported beside the rest, not hidden.
+    twins: dict[str, str] = field(default_factory=dict)
+
+    def unknown_confident(self, without_twins: bool = False) -> float:
+        judged = [o for o in self.unknown if not (without_twins and o.query.split()[0] in self.twins)]
+        return sum(o.confident for o in judged) / max(len(judged), 1)
 
     @property
     def known(self) -> list[Outcome]:
@@ -136,6 +147,37 @@ def split_manifest(manifest: Path, target: Path, holdout: int, seed: int) -> tup
         writer.writerows(row for row in rows if row["product_id"] not in held)
     held_queries = [q for q in read_queries(manifest) if q.product_id in held]
     return target, held_queries
+
+
+def twins(unknown: list[Query], catalogue: list[Query], side: int = TWIN_SIDE) -> dict[str, str]:
+    """The unknown products whose photo is drawn as a catalogue product's is, or as its mirror: at `side`
+    pixels, at most TWIN_SHARE of the pixels drawn in either differ by more than TWIN_LEVELS in a channel. An
+    emoji set has both (a person walking, and the same walking the other way; a clock at ten, and at two)."""
+    if not unknown or not catalogue:
+        return {}
+    shelf, drawn = _thumbs(catalogue, side)
+    found = {}
+    for query in unknown:
+        (thumb,), (ink,) = _thumbs([query], side)
+        for picture, mask in ((thumb, ink), (thumb[:, ::-1], ink[:, ::-1])):
+            differing = (np.abs(shelf - picture).max(axis=3) > TWIN_LEVELS).sum(axis=(1, 2))
+            share = differing / np.maximum((drawn | mask).sum(axis=(1, 2)), 1)
+            if share.min() <= TWIN_SHARE:
+                found[query.product_id] = catalogue[int(share.argmin())].product_id
+                break
+    return found
+
+
+def _thumbs(queries: list[Query], side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photos at side x side (int16 RGB), and where each is drawn (away from its border's colour)."""
+    thumbs = np.stack(
+        [
+            np.asarray(PILImage.open(q.image).convert("RGB").resize((side, side), PILImage.Resampling.BILINEAR))
+            for q in queries
+        ]
+    ).astype(np.int16)
+    border = np.median(np.concatenate([thumbs[:, 0], thumbs[:, -1], thumbs[:, :, 0], thumbs[:, :, -1]], axis=1), axis=1)
+    return thumbs, np.abs(thumbs - border[:, None, None, :].astype(np.int16)).max(axis=3) > TWIN_LEVELS
 
 
 def catalogue_queries(manifest: Path, count: int, seed: int) -> list[Query]:

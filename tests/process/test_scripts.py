@@ -31,10 +31,14 @@ def test_the_script_prints_a_row_per_transform(catalogue, tmp_path):
     assert float(rows["overall"][4]) >= float(rows["overall"][2])  # recall@5 counts at least what top-1 does
     assert re.search(r"unknown products: [1-9]\d* queries, answered confidently", done.stdout)
     assert "reliability" in done.stdout
+    assert re.search(
+        r"drawn as a catalogue product is, or as its mirror: 0; without them, answered confidently 0\.\d{3}",
+        done.stdout,
+    )
     assert "likeliest category right: copies" in done.stdout and "latency per search" in done.stdout
     with (tmp_path / f"q.{catalogue.stem}.csv").open(newline="") as handle:
         details = list(csv.DictReader(handle))
-    assert [row["kind"] for row in details] == ["copy"] * 12 + ["unknown"] * (len(details) - 12)
+    assert [row["kind"] for row in details] == ["copy"] * 12 + ["unknown"] * (len(details) - 12)  # no twins here
     assert {row["query"].split()[1] for row in details[:12]} == {"crop", "banner"}
     right = [row for row in details if row["default_top1"] == "True"]
     assert right and all(row["own"].startswith(row["query"].split()[0]) for row in right)  # its own evidence

@@ -3,9 +3,10 @@
 import random
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps
 
-from app.demo.evaluation import TRANSFORMS, catalogue_queries, competitor_photo, split_manifest
+from app.demo.evaluation import TRANSFORMS, Query, catalogue_queries, competitor_photo, split_manifest, twins
+from app.demo.sample_catalogue import Design, factory_palette, render_product
 from embeddings.loader import load_image
 
 
@@ -27,3 +28,19 @@ def test_split_holds_products_out_of_the_index(catalogue, tmp_path):
     kept = catalogue_queries(indexed, count=100, seed=0)
     assert len(kept) == 15 and not held_products & {q.product_id for q in kept}
     assert all(q.image.is_absolute() and q.image.exists() for q in kept)
+
+
+def test_twins_are_unknown_products_drawn_as_a_catalogue_product_or_its_mirror(tmp_path):
+    shelf = [render_product(Design(seed=s, palette=factory_palette(s % 5)), size=200) for s in range(1, 7)]
+    recoloured = shelf[2].copy()
+    ImageDraw.Draw(recoloured).ellipse((60, 60, 110, 110), fill=(20, 160, 60))  # a part in another colour
+    photos = {"same": shelf[0], "mirror": ImageOps.mirror(shelf[1]), "recoloured": recoloured, "other": shelf[5]}
+
+    def saved(name: str, image: Image.Image) -> Query:
+        image.save(tmp_path / f"{name}.png")
+        return Query(name, "F", tmp_path / f"{name}.png")
+
+    catalogue = [saved(f"P{i}", image) for i, image in enumerate(shelf[:5])]
+    unknown = [saved(name, image) for name, image in photos.items()]
+    assert twins(unknown, catalogue) == {"same": "P0", "mirror": "P1"}
+    assert twins([], catalogue) == {} and twins(unknown, []) == {}
