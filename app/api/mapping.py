@@ -109,7 +109,11 @@ def _match_read(product: ProductInfo, hit: Hit) -> MatchRead:
     evidence = None
     if check is not None:
         evidence = EvidenceRead(
-            inliers=check.inliers, agreement=check.agreement, region=check.region, mirrored=check.mirrored
+            inliers=check.inliers,
+            agreement=check.agreement,
+            region=check.region,
+            mirrored=check.mirrored,
+            aligned_by=check.aligned_by,
         )
     return MatchRead(
         product_id=hit.product_id,

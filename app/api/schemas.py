@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API (XCreate / XUpdate / XRead)."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,6 +89,11 @@ class EvidenceRead(BaseModel):
         description="Matched area of the catalogue image: x0, y0, x1, y1 as fractions of its size."
     )
     mirrored: bool = Field(description="The query matched once mirrored.")
+    aligned_by: Literal["keypoints", "outline"] = Field(
+        "keypoints",
+        description="How the pair was lined up: local-feature keypoints, or (a product too plain for them: a "
+        "flag's stripes, a plain shape) its outlines.",
+    )
 
 
 class MatchRead(BaseModel):

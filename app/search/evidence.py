@@ -21,6 +21,9 @@ VERIFY_TOP = 30  # products checked with local features, best first
 # embedding: in scripts/evaluate.py, every mirrored identical of the query's own product that decided its
 # ranking came up in the first 10 (the 12 beyond were other products); trying all 30 doubled the matching work.
 MIRROR_TOP = 10
+# Of those, the first OUTLINE_TOP that are too plain for keypoints (a flag's stripes) are aligned by their
+# outlines when keypoints fail: 10-20 ms a pair (shapes.py), so only where the copy would be, near the top.
+OUTLINE_TOP = 3
 # The best candidate is checked alone first: a copy (the usual search) is then decided after one pair, its
 # photo's mirror never needed; the rest go VERIFY_ROUND at a time, in parallel, deciding between rounds.
 VERIFY_ROUND = 4
@@ -58,8 +61,8 @@ class Evidence:
         `checked` holds the checks made so far (a second pass reuses the first's) and gains the new ones; `rows`
         says which stored image each id is."""
 
-        def check(image_id: int, mirror: bool) -> Verification | None:
-            return self._check(views, rows[image_id].content_hash, mirror)
+        def check(image_id: int, rank: int) -> Verification | None:
+            return self._check(views, rows[image_id].content_hash, rank < MIRROR_TOP, rank < OUTLINE_TOP)
 
         done: list[Hit] = []
         top = hits[:VERIFY_TOP]
@@ -71,23 +74,23 @@ class Evidence:
                 break
             # Checked already, unless only unmirrored and now ranked where the mirror is tried (a second pass).
             wanted = [
-                (hit.image_id, rank < MIRROR_TOP)
+                (hit.image_id, rank)
                 for rank, hit in enumerate(top[start:end], start)
                 if (known := checked.get(hit.image_id)) is None or (rank < MIRROR_TOP and not known[1])
             ]
             # Pairs are checked in parallel: OpenCV releases the GIL, and one search otherwise leaves a core idle.
             results = list(self.pool.map(check, *zip(*wanted, strict=True))) if wanted else []
-            for (image_id, mirror), result in zip(wanted, results, strict=True):
-                checked[image_id] = result, mirror
+            for (image_id, rank), result in zip(wanted, results, strict=True):
+                checked[image_id] = result, rank < MIRROR_TOP
             done += [with_evidence(hit, checked[hit.image_id][0], thresholds) for hit in top[start:end]]
         return done + [with_evidence(hit, None, thresholds) for hit in hits[len(done) :]]
 
-    def _check(self, views: list[QueryFeatures], content_hash: str, mirror: bool) -> Verification | None:
-        """The best check of a catalogue image against any view (mirrored too, if `mirror`); None when its stored
-        copy cannot be read."""
+    def _check(self, views: list[QueryFeatures], content_hash: str, mirror: bool, outline: bool) -> Verification | None:
+        """The best check of a catalogue image against any view (mirrored too, if `mirror`; by its outline too,
+        if `outline` and it is too plain for keypoints); None when its stored copy cannot be read."""
         if (features := self.features.get(content_hash)) is None:
             return None
-        results = [verify(view.features, features, view.mirrored if mirror else None) for view in views]
+        results = [verify(view.features, features, view.mirrored if mirror else None, outline) for view in views]
         return max(results, key=lambda r: (r.identical, r.aligned, r.inliers))
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from threading import Lock, RLock
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import cv2
 import faiss
@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from app.catalog.local_features import LocalFeatureStore
+from app.search import shapes
 from app.search.compare import NOT_COMPARED, Comparison, compare, small_copy
 
 ORB_FEATURES = 600
@@ -95,14 +96,17 @@ class Verification:
     mirrored: bool  # the query matched once mirrored
     agreement: float = 0.0  # correlation of the aligned pixels, -1..1; 0.0 when too few inliers to align them
     comparison: Comparison = NOT_COMPARED  # the whole product compared, colours included (compare.py)
+    # "outline": a product too plain for keypoints, lined up by its edges (shapes.py)
+    aligned_by: Literal["keypoints", "outline"] = "keypoints"
 
     @property
     def verified(self) -> bool:
-        return self.inliers >= VERIFIED_INLIERS
+        return self.inliers >= VERIFIED_INLIERS or self.aligned_by == "outline"
 
     @property
     def aligned(self) -> bool:
-        """The two correspond: enough consistent keypoints, and the aligned pixels agree where both are drawn."""
+        """The two correspond: enough consistent keypoints (or outlines that line up), and the aligned pixels
+        agree where both are drawn."""
         return self.verified and self.agreement >= IDENTICAL_AGREEMENT
 
     @property
@@ -172,8 +176,21 @@ def _mirror(image: Image.Image, keypoints: Sequence[cv2.KeyPoint]) -> Features:
     return _features(reflected, descriptors, rgb, keep=True)
 
 
-def verify(query: Features, candidate: Features, mirrored_query: Callable[[], Features] | None = None) -> Verification:
-    """Verify a pair; unless it is clearly identical as it is, try the mirrored query too (when given)."""
+def verify(
+    query: Features,
+    candidate: Features,
+    mirrored_query: Callable[[], Features] | None = None,
+    outline: bool = False,
+) -> Verification:
+    """Verify a pair; unless it is clearly identical as it is, try the mirrored query too (when given), and
+    where keypoints cannot align a catalogue image too plain for them, its outline (when `outline`)."""
+    result = _by_keypoints(query, candidate, mirrored_query)
+    if outline and not result.aligned and len(candidate.points) < FEW_CORNERS and query.rgb is not None:
+        return _by_outline(query, candidate) or result
+    return result
+
+
+def _by_keypoints(query: Features, candidate: Features, mirrored_query: Callable[[], Features] | None) -> Verification:
     result = _verify(query, candidate)
     if mirrored_query is None or (result.identical and result.agreement >= CLEARLY_IDENTICAL):
         return result
@@ -186,6 +203,24 @@ def verify(query: Features, candidate: Features, mirrored_query: Callable[[], Fe
     closer = flipped.aligned and (not result.aligned or flipped.comparison.largest < result.comparison.largest)
     better = flipped.agreement > result.agreement + 0.02 and flipped.verified
     return flipped if closer or better else result
+
+
+def _by_outline(query: Features, candidate: Features) -> Verification | None:
+    """The pair aligned by its edges (shapes.py), then judged as a keypoint alignment is; None if none found."""
+    assert query.rgb is not None
+    found = shapes.align(query.rgb, candidate.small, candidate.size)
+    if found is None:
+        return None
+    from_rgb, _ = found
+    to_thumb = np.hstack([from_rgb[:, :2] / query.rgb_scale, from_rgb[:, 2:] * THUMB_SCALE])
+    agreement = _agreement(query.thumb, candidate.thumb, to_thumb)
+    corners = np.array([[0, 0], [query.rgb.shape[1], query.rgb.shape[0]]], np.float32)
+    region = _region(np.clip(corners @ from_rgb[:, :2].T + from_rgb[:, 2], 0, candidate.size), candidate.size)
+    mirrored = bool(np.linalg.det(from_rgb[:, :2]) < 0)
+    result = Verification(0, 0, region, mirrored, agreement, aligned_by="outline")
+    if not result.aligned:
+        return result
+    return replace(result, comparison=compare(query.rgb, candidate.small, candidate.size, from_rgb))
 
 
 def _verify(query: Features, candidate: Features) -> Verification:

@@ -55,10 +55,13 @@ class Checks(list[tuple[str, bool]]):
     def __init__(self) -> None:
         super().__init__()
         self.copies: set[str] = set()
+        self.outlines: list[str] = []  # the content hashes whose outline alignment was allowed
 
-    def __call__(self, query: Any, candidate: Features, mirrored: Any = None) -> Verification:
+    def __call__(self, query: Any, candidate: Features, mirrored: Any = None, outline: bool = False) -> Verification:
         content_hash = str(candidate.rgb)  # the fake catalogue keeps the hash there
         self.append((content_hash, mirrored is not None))
+        if outline:
+            self.outlines.append(content_hash)
         if content_hash not in self.copies or query is None:
             return LOOKALIKE
         return MISALIGNED if query == "blurred view" else IDENTICAL
@@ -104,6 +107,12 @@ def test_a_copy_ranked_first_and_clearly_ahead_decides_after_one_check_without_t
     assert found[0].level == MatchLevel.IDENTICAL and found[0].verification == IDENTICAL
     assert [h.verification for h in found[1:]] == [None] * 39
     assert [h.image_id for h in found] == list(range(40))  # every hit kept, in order
+
+
+def test_only_the_first_candidates_may_be_aligned_by_their_outlines(checks):
+    run(checks, [0.9 - i * 0.001 for i in range(12)], copies=set())
+    assert checks.outlines == [f"h{i}" for i in range(evidence.OUTLINE_TOP)]
+    assert len(checks) == 12 and evidence.OUTLINE_TOP < evidence.MIRROR_TOP
 
 
 def test_checking_goes_on_by_rounds_while_the_next_candidate_is_about_as_similar_as_the_copy(checks):

@@ -1,0 +1,105 @@
+"""Alignment of products too plain for keypoints: a flag's stripes, a triangle, a plain mug.
+
+Local features need corners; flat artwork with soft outlines has a handful (Twemoji's flags: 0-5 at 256 px), so
+its copies never verify and stay `similar` however exact. Such a catalogue image is instead found in the query
+by template matching of the two pictures' edges (gradient magnitude: a recoloured copy keeps its edges where
+its grey levels change), over a range of scales, as it is and mirrored, the catalogue image inside the query
+(framed, padded, in a screenshot) or the query inside the catalogue image (cropped). The alignment found is
+then judged like any other (compare.py): only a whole product that agrees becomes `identical`.
+
+Turned copies are not searched for: each angle would multiply the cost.
+"""
+
+import cv2
+import numpy as np
+
+SIDE = 64  # pixels on the query's longer side while matching
+# The catalogue image's longer side in query pixels, as a share of the query's longer side: a padded or framed
+# copy shows it at 0.5-0.8, a resized one at 1, a cropped one at 1.2-1.5.
+SCALES = tuple(float(s) for s in np.geomspace(0.45, 1.6, 14))
+MIN_SCORE = 0.6  # normalised correlation of the edges below which no alignment is reported
+MIN_TEMPLATE = 12  # pixels: a smaller template matches anything
+
+
+def edges(rgb: np.ndarray) -> np.ndarray:
+    """Gradient magnitude of the grey picture, blurred a pixel: where its outlines and colour borders lie."""
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    return cv2.GaussianBlur(magnitude, (3, 3), 0)
+
+
+def align(query: np.ndarray, catalogue: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float] | None:
+    """The 2x3 transform from `query` pixels (RGB, as it came) to full-size catalogue pixels (`catalogue`: its
+    small copy, `size`: its full width and height) that best lines up their edges, and its score; None when no
+    scale scores MIN_SCORE."""
+    factor = SIDE / max(query.shape[:2])
+    small = cv2.resize(query, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    plain = edges(small)
+    views = ((plain, None), (np.ascontiguousarray(plain[:, ::-1]), _mirror(plain.shape[1])))
+    best: tuple[float, np.ndarray] | None = None
+    for scale in SCALES:
+        shelf = _shelf(catalogue, scale * SIDE)
+        if shelf is None:
+            continue
+        for picture, mirror in views:
+            found = _match(picture, *shelf)
+            if found is not None and (best is None or found[0] > best[0]):
+                best = (found[0], found[1] if mirror is None else found[1] @ mirror)
+    if best is None or best[0] < MIN_SCORE:
+        return None
+    score, to_catalogue = best
+    to_small = _refined(query, catalogue, to_catalogue @ np.diag([factor, factor, 1.0]))
+    to_full = np.diag([size[0] / catalogue.shape[1], size[1] / catalogue.shape[0], 1.0])
+    return (to_full @ to_small)[:2], score
+
+
+def _refined(query: np.ndarray, catalogue: np.ndarray, to_small: np.ndarray) -> np.ndarray:
+    """The coarse alignment (a pixel of 64 is 4 of a 256 px picture: every outline would differ) refined to
+    a fraction of a pixel: ECC between the two pictures' edges at the catalogue's small size, as an affine."""
+    shelf = edges(catalogue)
+    # ECC's warp maps the template's pixels (the catalogue's) to the input's (the query's, brought to about the
+    # catalogue's resolution so both blur alike).
+    factor = min(1.0, 1.0 / max(float(np.sqrt(abs(np.linalg.det(to_small[:2, :2])))), 1e-6))
+    scaled = cv2.resize(query, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) if factor < 1 else query
+    to_small_scaled = to_small @ np.diag([1 / factor, 1 / factor, 1.0])
+    warp = np.linalg.inv(to_small_scaled)[:2].astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+    try:
+        _, warp = cv2.findTransformECC(shelf, edges(scaled), warp, cv2.MOTION_AFFINE, criteria, None, 3)
+    except cv2.error:  # did not converge: the coarse alignment stands
+        return to_small
+    refined = np.linalg.inv(np.vstack([warp, [0, 0, 1]]).astype(np.float64))
+    return refined @ np.diag([factor, factor, 1.0])
+
+
+def _mirror(width: int) -> np.ndarray:
+    """The query's x mirrored: x' = width - 1 - x."""
+    return np.array([[-1.0, 0, width - 1], [0, 1.0, 0], [0, 0, 1.0]])
+
+
+def _shelf(catalogue: np.ndarray, longer: float) -> tuple[np.ndarray, float] | None:
+    """The catalogue image's edges at `longer` pixels on its longer side, and that scale; None if too small."""
+    k = longer / max(catalogue.shape[:2])
+    width, height = round(catalogue.shape[1] * k), round(catalogue.shape[0] * k)
+    if min(width, height) < MIN_TEMPLATE:
+        return None
+    return edges(cv2.resize(catalogue, (width, height), interpolation=cv2.INTER_AREA)), k
+
+
+def _match(query_edges: np.ndarray, shelf: np.ndarray, k: float) -> tuple[float, np.ndarray] | None:
+    """The query's edges matched with the catalogue's at scale `k`, whichever lies inside the other: (score, 3x3
+    transform from the query's matching pixels to the catalogue's small copy), or None where neither fits."""
+    height, width = shelf.shape
+    qh, qw = query_edges.shape
+    if height <= qh and width <= qw:  # the catalogue image inside the query: query point p is at (p - at) / k
+        image, template, sign = query_edges, shelf, -1.0
+    elif height >= qh and width >= qw and min(qh, qw) >= MIN_TEMPLATE:  # the query inside it: (p + at) / k
+        image, template, sign = shelf, query_edges, 1.0
+    else:
+        return None
+    if template.std() < 1e-3 or image.std() < 1e-3:
+        return None  # nothing drawn: every place matches as well
+    scores = cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED)
+    _, score, _, (x, y) = cv2.minMaxLoc(scores)
+    transform = np.array([[1 / k, 0, sign * x / k], [0, 1 / k, sign * y / k], [0, 0, 1.0]])
+    return float(score), transform

@@ -1,0 +1,96 @@
+"""Products too plain for keypoints (a flag's stripes, a plain shape) aligned by their outlines: copies framed,
+resized, mirrored or cropped become identical; a flag with the same stripes in another colour does not."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from app.search import shapes
+from app.search import verify as verify_module
+from app.search.verify import QueryFeatures, extract, verify
+
+SIDE = 256
+
+
+def flag(stripes=((20, 140, 60), (255, 255, 255), (20, 140, 60))) -> Image.Image:
+    """Three vertical stripes in a rounded rectangle, drawn large and brought down: soft outlines, no corners."""
+    big = Image.new("RGB", (SIDE * 4, SIDE * 4), "white")
+    draw = ImageDraw.Draw(big)
+    x0, y0, x1, y1 = 40, 220, SIDE * 4 - 40, SIDE * 4 - 220
+    third = (x1 - x0) // 3
+    for i, colour in enumerate(stripes):
+        draw.rectangle((x0 + i * third, y0, x0 + (i + 1) * third, y1), fill=colour)
+    mask = Image.new("L", big.size, 0)
+    ImageDraw.Draw(mask).rounded_rectangle((x0, y0, x1, y1), radius=80, fill=255)
+    drawn = Image.composite(big, Image.new("RGB", big.size, "white"), mask)
+    ImageDraw.Draw(drawn).rounded_rectangle((x0, y0, x1, y1), radius=80, outline=(200, 200, 200), width=6)
+    return drawn.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+
+
+def padded(image: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", (400, 360), (40, 90, 200))
+    canvas.paste(image, (100, 60))
+    return canvas
+
+
+COPIES = {
+    "resized": lambda image: image.resize((150, 150), Image.Resampling.BICUBIC),
+    "padded": padded,
+    "mirrored": ImageOps.mirror,
+    "cropped": lambda image: image.crop((30, 40, 230, 220)),
+}
+
+
+def check(query: Image.Image, catalogue: Image.Image, outline: bool = True):
+    features = QueryFeatures(query)
+    return verify(features.features, extract(catalogue), features.mirrored, outline)
+
+
+def test_a_plain_flag_has_too_few_keypoints_to_verify():
+    original = flag()
+    assert len(extract(original).points) < verify_module.FEW_CORNERS
+    assert not check(COPIES["resized"](original), original, outline=False).aligned
+
+
+@pytest.mark.parametrize("name", list(COPIES))
+def test_a_copy_of_a_plain_flag_is_identical_by_its_outline(name):
+    original = flag()
+    result = check(COPIES[name](original), original)
+    assert result.identical, result
+    if name != "mirrored":  # its handful of keypoints, mirrored, can line up an exact mirror image
+        assert result.aligned_by == "outline" and not check(COPIES[name](original), original, outline=False).aligned
+
+
+def test_a_flag_with_the_same_stripes_in_another_colour_is_not_identical():
+    sibling = flag(((20, 140, 60), (255, 255, 255), (230, 120, 30)))  # green-white-orange, not green-white-green
+    result = check(COPIES["resized"](flag()), sibling)
+    assert not result.identical, result
+
+
+def test_a_busy_catalogue_image_is_never_aligned_by_outline(monkeypatch):
+    """Keypoints speak for an image with corners: a failed keypoint check of one is final."""
+    calls = []
+    monkeypatch.setattr(shapes, "align", lambda *args: calls.append(args))
+    busy = Image.fromarray(np.random.default_rng(3).integers(0, 255, (SIDE, SIDE, 3), dtype=np.uint8))
+    assert len(extract(busy).points) >= verify_module.FEW_CORNERS
+    check(flag(), busy)
+    assert calls == []
+    check(COPIES["resized"](flag()), flag())  # a plain one is tried
+    assert len(calls) == 1
+
+
+def test_nothing_drawn_aligns_with_nothing():
+    blank = np.full((SIDE, SIDE, 3), 255, np.uint8)
+    assert shapes.align(blank, blank[:128, :128], (SIDE, SIDE)) is None
+    assert shapes.align(np.asarray(flag()), blank[:128, :128], (SIDE, SIDE)) is None
+
+
+def test_the_alignment_maps_the_query_onto_the_catalogue_image():
+    original = flag()
+    query = padded(original)  # the flag at (100, 60) of the padded photo, same scale
+    found = shapes.align(np.asarray(query), np.asarray(original.resize((128, 128))), (SIDE, SIDE))
+    assert found is not None
+    transform, score = found
+    assert score >= shapes.MIN_SCORE
+    corners = np.array([[100.0, 60.0, 1.0], [356.0, 316.0, 1.0]]) @ transform.T
+    assert np.allclose(corners, [[0, 0], [SIDE, SIDE]], atol=3.0), corners  # 1% of the side
