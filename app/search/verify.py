@@ -186,7 +186,9 @@ def verify(
     where keypoints cannot align a catalogue image too plain for them, its outline (when `outline`)."""
     result = _by_keypoints(query, candidate, mirrored_query)
     if outline and not result.aligned and len(candidate.points) < FEW_CORNERS and query.rgb is not None:
-        return _by_outline(query, candidate) or result
+        lined_up = _by_outline(query, candidate)
+        if lined_up is not None and lined_up.aligned:  # else the keypoints' evidence stands (its inlier count)
+            return lined_up
     return result
 
 

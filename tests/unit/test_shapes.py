@@ -94,3 +94,12 @@ def test_the_alignment_maps_the_query_onto_the_catalogue_image():
     assert score >= shapes.MIN_SCORE
     corners = np.array([[100.0, 60.0, 1.0], [356.0, 316.0, 1.0]]) @ transform.T
     assert np.allclose(corners, [[0, 0], [SIDE, SIDE]], atol=3.0), corners  # 1% of the side
+
+
+def test_outlines_that_do_not_line_the_pixels_up_leave_the_keypoints_evidence(monkeypatch):
+    """An outline match whose aligned pixels disagree proves nothing: the pair keeps its keypoint check."""
+    shifted = np.array([[1.0, 0, 90], [0, 1.0, 0]])  # a third of the image off
+    monkeypatch.setattr(shapes, "align", lambda *args: (shifted, 0.9))
+    original = flag()
+    result = check(COPIES["resized"](original), original)
+    assert result.aligned_by == "keypoints" and not result.aligned, result
