@@ -332,18 +332,19 @@ def _bands(labels: np.ndarray, stats: np.ndarray, margin: int) -> np.ndarray:
     for k in range(1, len(stats)):
         x, y, w, h = (int(v) for v in stats[k, :4])
         # (axis averaged over: 1 for rows, 0 for columns; where the region starts and how far it extends; the
-        # image's size that way; whether it spans the image the other way)
-        ways = ((1, y, h, height, w >= BAND_SPAN * width), (0, x, w, width, h >= BAND_SPAN * height))
-        for axis, start, extent, side, spans in ways:
-            if not spans:
-                continue
+        # image's size that way) for each way it spans the image across
+        ways = [(1, y, h, height)] if w >= BAND_SPAN * width else []
+        ways += [(0, x, w, width)] if h >= BAND_SPAN * height else []
+        if not ways:
+            continue
+        region = labels == k  # once per region, whichever ways it spans
+        for axis, start, extent, side in ways:
             if start < margin:  # from the near edge inward
                 lines = list(range(start, start + extent))
             elif start + extent > side - margin:  # from the far edge inward
                 lines = list(range(start + extent - 1, start - 1, -1))
             else:
                 continue
-            region = labels == k
             filled = region.mean(axis=axis) >= BAND_FILL
             depth = next((n for n, line in enumerate(lines) if not filled[line]), len(lines))
             if 0 < depth <= BAND_DEPTH * side:
