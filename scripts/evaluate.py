@@ -95,11 +95,11 @@ def write_details(path: Path, result: Evaluation) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["query", "kind", "default_top1", "weak_top1", "confident_wrong", "answer", "own"])
-        for o in result.known:
-            writer.writerow([o.query, "copy", o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.own])
-        for o in result.unknown:
-            kind = "unknown twin" if o.query.split()[0] in result.twins else "unknown"
-            writer.writerow([o.query, kind, o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.own])
+        kinds = [(o, "copy") for o in result.known]
+        kinds += [(o, "unknown twin" if o.product_id in result.twins else "unknown") for o in result.unknown]
+        for o, kind in kinds:
+            query = f"{o.product_id} {o.transform}"
+            writer.writerow([query, kind, o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.own])
     print(f"per-query details: {path}", file=sys.stderr)
 
 

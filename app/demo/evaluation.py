@@ -57,7 +57,8 @@ class Outcome:
     top_similarity: float
     latency_ms: float
     category_right: bool | None = None  # the likeliest category is the product's (None: it has none)
-    query: str = ""  # the product queried, and the transform (filled in by evaluate)
+    product_id: str = ""  # the product queried and the transform it went through (filled in by evaluate)
+    transform: str = ""
     answer: str = ""  # the first factory's best match, with its evidence (describe)
     own: str = ""  # the query's own product's best candidate among those verified, with its evidence
 
@@ -71,7 +72,7 @@ class Evaluation:
     twins: dict[str, str] = field(default_factory=dict)
 
     def unknown_confident(self, without_twins: bool = False) -> float:
-        judged = [o for o in self.unknown if not (without_twins and o.query.split()[0] in self.twins)]
+        judged = [o for o in self.unknown if not (without_twins and o.product_id in self.twins)]
         return sum(o.confident for o in judged) / max(len(judged), 1)
 
     @property
@@ -255,4 +256,4 @@ def evaluate(
 
 def _run(searcher: Searcher, query: Query, transform: str, seed: int) -> Outcome:
     outcome = run_query(searcher, query, competitor_photo(query.image, transform, seed))
-    return replace(outcome, query=f"{query.product_id} {transform}")
+    return replace(outcome, product_id=query.product_id, transform=transform)
