@@ -33,7 +33,10 @@ def align(query: np.ndarray, catalogue: np.ndarray, size: tuple[int, int]) -> tu
     small copy, `size`: its full width and height) that best lines up their edges, and its score; None when no
     scale scores MIN_SCORE."""
     factor = SIDE / max(query.shape[:2])
-    small = cv2.resize(query, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    height, width = round(query.shape[0] * factor), round(query.shape[1] * factor)
+    if min(height, width) < MIN_TEMPLATE:  # a strip a few pixels thin: nothing fits inside it, nor it inside
+        return None
+    small = cv2.resize(query, (width, height), interpolation=cv2.INTER_AREA)
     plain = edges(small)
     views = ((plain, None), (np.ascontiguousarray(plain[:, ::-1]), _mirror(plain.shape[1])))
     best: tuple[float, np.ndarray] | None = None

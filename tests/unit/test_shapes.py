@@ -85,6 +85,15 @@ def test_nothing_drawn_aligns_with_nothing():
     assert shapes.align(np.asarray(flag()), blank[:128, :128], (SIDE, SIDE)) is None
 
 
+@pytest.mark.parametrize("shape", [(1, 300), (300, 1), (2, 2), (5, 400), (400, 5)])
+def test_a_query_too_thin_to_hold_a_template_aligns_with_nothing_and_does_not_fail(shape):
+    """A 1 x 300 photo once made OpenCV's resize raise (an empty size): the search failed instead of answering."""
+    query = Image.fromarray(np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8))
+    assert shapes.align(np.asarray(query), np.asarray(flag().resize((128, 128))), (SIDE, SIDE)) is None
+    result = check(query, flag())
+    assert not result.identical and result.aligned_by == "keypoints"
+
+
 def test_the_alignment_maps_the_query_onto_the_catalogue_image():
     original = flag()
     query = padded(original)  # the flag at (100, 60) of the padded photo, same scale
