@@ -73,12 +73,15 @@ def run(catalogue: str, manifest: Path, unknown: list[Query], args: argparse.Nam
     settings = Settings(data_dir=data_dir, model=args.model, embed_batch_size=32)
     services = build_services(settings)
     try:
-        if not len(services.index):  # a data directory from an earlier run is reused as it is
+        # A data directory from an earlier run is reused; one whose ingest was cut short is completed first.
+        if len(services.index) < manifest_rows(manifest):
             print(f"catalogue: {services.ingest.ingest_manifest(manifest).summary()}", file=sys.stderr)
         queries = catalogue_queries(manifest, args.queries, args.seed)
         searcher = Searcher(services.search, services.sessions)
         result = evaluate(searcher, queries, unknown, args.transforms, args.seed)
-        result.twins = twins(unknown, read_queries(manifest))
+        catalogue_products = read_queries(manifest)
+        result.twins = twins(unknown, catalogue_products)
+        result.copy_twins = twins(queries, catalogue_products, other_factories=True)
         print(
             f"\n## {catalogue}: {len(services.index)} images, model {services.model.name} "
             f"({services.model.precision}), index {services.index.describe()}"
@@ -90,16 +93,21 @@ def run(catalogue: str, manifest: Path, unknown: list[Query], args: argparse.Nam
         write_details(args.details.with_suffix(f".{Path(catalogue).stem}.csv"), result)
 
 
+def manifest_rows(manifest: Path) -> int:
+    with manifest.open(newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
 def write_details(path: Path, result: Evaluation) -> None:
     """One row per query: what it was, what the search answered, and the query's own product's evidence."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["query", "kind", "default_top1", "weak_top1", "confident_wrong", "answer", "own"])
-        kinds = [(o, "copy") for o in result.known]
+        writer.writerow(["query", "kind", "default_top1", "weak_top1", "confident_wrong", "answer", "runner_up", "own"])
+        kinds = [(o, "copy twin" if o.product_id in result.copy_twins else "copy") for o in result.known]
         kinds += [(o, "unknown twin" if o.product_id in result.twins else "unknown") for o in result.unknown]
         for o, kind in kinds:
             query = f"{o.product_id} {o.transform}"
-            writer.writerow([query, kind, o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.own])
+            writer.writerow([query, kind, o.default_top1, o.weak_top1, o.confident_wrong, o.answer, o.runner_up, o.own])
     print(f"per-query details: {path}", file=sys.stderr)
 
 
@@ -131,6 +139,11 @@ def print_report(result: Evaluation) -> None:
     print(
         f"unknown products drawn as a catalogue product is, or as its mirror: {len(result.twins)}; "
         f"without them, answered confidently {result.unknown_confident(without_twins=True):.3f}"
+    )
+    judged, top1, wrong = result.without_copy_twins()
+    print(
+        f"copies of products drawn as another factory's product is, or as its mirror: {len(result.known) - judged} "
+        f"of {len(result.known)}; without them, default top-1 {top1:.3f}, confident wrong {wrong:.3f}"
     )
     print(
         "reliability (top similarity band: answers, share naming the right factory): "

@@ -60,6 +60,7 @@ class Outcome:
     product_id: str = ""  # the product queried and the transform it went through (filled in by evaluate)
     transform: str = ""
     answer: str = ""  # the first factory's best match, with its evidence (describe)
+    runner_up: str = ""  # the second factory's best match: how close another factory came
     own: str = ""  # the query's own product's best candidate among those verified, with its evidence
 
 
@@ -70,10 +71,19 @@ class Evaluation:
     # Unknown product → the catalogue product drawn the same, or as its mirror (twins()): no verdict that takes
     # a mirrored photo for its product can tell them apart, so they are reported beside the rest, not hidden.
     twins: dict[str, str] = field(default_factory=dict)
+    # Queried catalogue product → another factory's product drawn the same, or as its mirror: a copy of it
+    # answered with that factory is counted wrong, though no photo could tell the two apart.
+    copy_twins: dict[str, str] = field(default_factory=dict)
 
     def unknown_confident(self, without_twins: bool = False) -> float:
         judged = [o for o in self.unknown if not (without_twins and o.product_id in self.twins)]
         return sum(o.confident for o in judged) / max(len(judged), 1)
+
+    def without_copy_twins(self) -> tuple[int, float, float]:
+        """(copies judged, default top-1, confident wrong) over the copies of products without a twin."""
+        judged = [o for o in self.known if o.product_id not in self.copy_twins]
+        n = max(len(judged), 1)
+        return len(judged), sum(o.default_top1 for o in judged) / n, sum(o.confident_wrong for o in judged) / n
 
     @property
     def known(self) -> list[Outcome]:
@@ -150,19 +160,25 @@ def split_manifest(manifest: Path, target: Path, holdout: int, seed: int) -> tup
     return target, held_queries
 
 
-def twins(unknown: list[Query], catalogue: list[Query], side: int = TWIN_SIDE) -> dict[str, str]:
+def twins(
+    unknown: list[Query], catalogue: list[Query], side: int = TWIN_SIDE, other_factories: bool = False
+) -> dict[str, str]:
     """The unknown products whose photo is drawn as a catalogue product's is, or as its mirror: at `side`
     pixels, at most TWIN_SHARE of the pixels drawn in either differ by more than TWIN_LEVELS in a channel. An
-    emoji set has both (a person walking, and the same walking the other way; a clock at ten, and at two)."""
+    emoji set has both (a person walking, and the same walking the other way; a clock at ten, and at two).
+    With `other_factories`, the queries are catalogue products themselves, and only another factory's products
+    count: a copy of such a product names either factory with the same right."""
     if not unknown or not catalogue:
         return {}
     shelf, drawn = _thumbs(catalogue, side)
+    factories = np.array([q.factory_id for q in catalogue])
     found = {}
     for query in unknown:
         (thumb,), (ink,) = _thumbs([query], side)
+        others = factories != query.factory_id if other_factories else np.ones(len(catalogue), bool)
         for picture, mask in ((thumb, ink), (thumb[:, ::-1], ink[:, ::-1])):
             differing = (np.abs(shelf - picture).max(axis=3) > TWIN_LEVELS).sum(axis=(1, 2))
-            share = differing / np.maximum((drawn | mask).sum(axis=(1, 2)), 1)
+            share = np.where(others, differing / np.maximum((drawn | mask).sum(axis=(1, 2)), 1), np.inf)
             if share.min() <= TWIN_SHARE:
                 found[query.product_id] = catalogue[int(share.argmin())].product_id
                 break
@@ -224,6 +240,7 @@ def run_query(searcher: Searcher, query: Query, data: bytes) -> Outcome:
         latency_ms=latency,
         category_right=None if query.category is None else likeliest == query.category,
         answer=describe(result.factories[0].matches[0]) if result.factories else "",
+        runner_up=describe(result.factories[1].matches[0]) if len(result.factories) > 1 else "",
         own=next((describe(hit) for hit in result.evidence if hit.product_id == query.product_id), ""),
     )
 
