@@ -7,7 +7,9 @@ its grey levels change), over a range of scales, as it is and mirrored, the cata
 (framed, padded, in a screenshot) or the query inside the catalogue image (cropped). The alignment found is
 then judged like any other (compare.py): only a whole product that agrees becomes `identical`.
 
-Turned copies are not searched for: each angle would multiply the cost.
+A turned copy is searched for at one angle more: the turn that best lines up the two pictures' histograms of
+edge orientation (a flag's stripes turned by 15 degrees turn every edge by 15), where it is clear of upright.
+Searching each angle would multiply the cost.
 """
 
 import cv2
@@ -19,6 +21,9 @@ SIDE = 64  # pixels on the query's longer side while matching
 SCALES = tuple(float(s) for s in np.geomspace(0.45, 1.6, 14))
 MIN_SCORE = 0.6  # normalised correlation of the edges below which no alignment is reported
 MIN_TEMPLATE = 12  # pixels: a smaller template matches anything
+ORIENTATION_BINS = 90  # 2 degrees each, over half a turn: an edge's direction, whichever side is darker
+MAX_TURN = 30  # degrees either way: evaluate.py's turned copies are turned 8-25
+MIN_TURN = 4  # degrees: a smaller turn is left to the refinement of the upright alignment
 
 
 def edges(rgb: np.ndarray) -> np.ndarray:
@@ -37,17 +42,16 @@ def align(query: np.ndarray, catalogue: np.ndarray, size: tuple[int, int]) -> tu
     if min(height, width) < MIN_TEMPLATE:  # a strip a few pixels thin: nothing fits inside it, nor it inside
         return None
     small = cv2.resize(query, (width, height), interpolation=cv2.INTER_AREA)
-    plain = edges(small)
-    views = ((plain, None), (np.ascontiguousarray(plain[:, ::-1]), _mirror(plain.shape[1])))
+    views = _views(edges(small), edges(_shelf_size(catalogue, SIDE)))
     best: tuple[float, np.ndarray] | None = None
     for scale in SCALES:
         shelf = _shelf(catalogue, scale * SIDE)
         if shelf is None:
             continue
-        for picture, mirror in views:
+        for picture, to_view in views:
             found = _match(picture, *shelf)
             if found is not None and (best is None or found[0] > best[0]):
-                best = (found[0], found[1] if mirror is None else found[1] @ mirror)
+                best = (found[0], found[1] @ to_view)
     if best is None or best[0] < MIN_SCORE:
         return None
     score, to_catalogue = best
@@ -73,6 +77,64 @@ def _refined(query: np.ndarray, catalogue: np.ndarray, to_small: np.ndarray) -> 
         return to_small
     refined = np.linalg.inv(np.vstack([warp, [0, 0, 1]]).astype(np.float64))
     return refined @ np.diag([factor, factor, 1.0])
+
+
+def _views(plain: np.ndarray, catalogue: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The query's edges as matched: as they came and mirrored, each also turned upright where it looks turned;
+    with the 3x3 transform from the query's pixels to each view's."""
+    mirror = _mirror(plain.shape[1])
+    views = [(plain, np.eye(3)), (np.ascontiguousarray(plain[:, ::-1]), mirror)]
+    for picture, to_view in list(views):
+        angle = turn(picture, catalogue)
+        if abs(angle) >= MIN_TURN:
+            turned, to_turned = _turned(picture, -angle)
+            views.append((turned, to_turned @ to_view))
+    return views
+
+
+def turn(query_edges: np.ndarray, catalogue_edges: np.ndarray) -> float:
+    """Degrees by which the query looks turned counter-clockwise (as shown) from the catalogue picture: the
+    shift (within MAX_TURN) of one histogram of edge orientation along the other that correlates them best, to
+    a fraction of a bin."""
+    query, catalogue = _orientations(query_edges), _orientations(catalogue_edges)
+    width = 180 / ORIENTATION_BINS
+    reach = int(MAX_TURN / width)
+    shifts = np.arange(-reach - 1, reach + 2)
+    scores = np.array([float(np.dot(np.roll(catalogue, int(shift)), query)) for shift in shifts])
+    peak = int(np.argmax(scores[1:-1])) + 1
+    below, at, above = scores[peak - 1 : peak + 2]
+    curve = below - 2 * at + above
+    offset = 0.5 * (below - above) / curve if curve < 0 else 0.0  # the parabola's top through the three
+    # Image rows grow downwards, so an edge turned counter-clockwise as shown has a smaller angle.
+    return -float(shifts[peak] + offset) * width
+
+
+def _orientations(magnitude: np.ndarray) -> np.ndarray:
+    """Histogram of the edges' directions (mod 180 degrees), weighted by their strength."""
+    blurred = magnitude.astype(np.float32)
+    dx, dy = cv2.Sobel(blurred, cv2.CV_32F, 1, 0), cv2.Sobel(blurred, cv2.CV_32F, 0, 1)
+    # The gradient of the edge map points across each edge, as the picture's own gradient does.
+    strength, angle = cv2.cartToPolar(dx, dy, angleInDegrees=True)
+    bins = (angle.ravel() % 180 / (180 / ORIENTATION_BINS)).astype(np.int64) % ORIENTATION_BINS
+    return np.bincount(bins, weights=strength.ravel(), minlength=ORIENTATION_BINS)
+
+
+def _turned(picture: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """The picture turned counter-clockwise by `angle` degrees on a canvas that holds all of it, blank outside;
+    and the 3x3 transform from its pixels to the turned picture's."""
+    height, width = picture.shape
+    rotation = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
+    size = (round(height * sin + width * cos), round(height * cos + width * sin))
+    rotation[:, 2] += (size[0] - width) / 2, (size[1] - height) / 2
+    turned = cv2.warpAffine(picture, rotation, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    return turned, np.vstack([rotation, [0.0, 0.0, 1.0]])
+
+
+def _shelf_size(catalogue: np.ndarray, longer: int) -> np.ndarray:
+    k = longer / max(catalogue.shape[:2])
+    size = (max(1, round(catalogue.shape[1] * k)), max(1, round(catalogue.shape[0] * k)))
+    return cv2.resize(catalogue, size, interpolation=cv2.INTER_AREA)
 
 
 def _mirror(width: int) -> np.ndarray:

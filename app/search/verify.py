@@ -183,11 +183,13 @@ def verify(
     outline: bool = False,
 ) -> Verification:
     """Verify a pair; unless it is clearly identical as it is, try the mirrored query too (when given), and
-    where keypoints cannot align a catalogue image too plain for them, its outline (when `outline`)."""
+    where keypoints cannot prove a catalogue image too plain for them identical, its outline (when `outline`):
+    a flag's few keypoints often lie along one stripe's edge, which pins no turn or scale across it."""
     result = _by_keypoints(query, candidate, mirrored_query)
-    if outline and not result.aligned and len(candidate.points) < FEW_CORNERS and query.rgb is not None:
+    if outline and not result.identical and len(candidate.points) < FEW_CORNERS and query.rgb is not None:
         lined_up = _by_outline(query, candidate)
-        if lined_up is not None and lined_up.aligned:  # else the keypoints' evidence stands (its inlier count)
+        # Else the keypoints' evidence stands (their inlier count, or their alignment's differences).
+        if lined_up is not None and (lined_up.identical or (lined_up.aligned and not result.aligned)):
             return lined_up
     return result
 

@@ -112,3 +112,40 @@ def test_outlines_that_do_not_line_the_pixels_up_leave_the_keypoints_evidence(mo
     original = flag()
     result = check(COPIES["resized"](original), original)
     assert result.aligned_by == "keypoints" and not result.aligned, result
+
+
+def turned(image: Image.Image, angle: float) -> Image.Image:
+    """Turned counter-clockwise as shown, on white, as evaluate.py's turned copies are."""
+    return image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255))
+
+
+@pytest.mark.parametrize("angle", [-22.0, -9.0, 13.0, 25.0])
+def test_the_turn_of_a_turned_copy_is_read_from_its_edges(angle):
+    original = np.asarray(flag())
+    query = shapes.edges(np.asarray(turned(flag(), angle)))
+    assert shapes.turn(query, shapes.edges(original)) == pytest.approx(angle, abs=2.0)
+    assert abs(shapes.turn(shapes.edges(original), shapes.edges(original))) < 1.0
+
+
+@pytest.mark.parametrize("angle", [-18.0, 12.0])
+def test_a_turned_copy_of_a_plain_flag_is_identical_by_its_outline(angle):
+    original = flag()
+    query = turned(original, angle)
+    assert not check(query, original, outline=False).identical  # its keypoints cannot tell
+    result = check(query, original)
+    assert result.identical and result.aligned_by == "outline", result
+    transform, _ = shapes.align(np.asarray(query), np.asarray(original.resize((128, 128))), (SIDE, SIDE))
+    # The flag's corners, turned with the photo, land on the catalogue image's (in some order: the flag's outline
+    # is its own mirror image, so the mirrored alignment is as right).
+    corners = np.array([[10.0, 55.0], [246.0, 55.0], [10.0, 201.0], [246.0, 201.0]])
+    turn = np.radians(angle)
+    rotation = np.array([[np.cos(turn), np.sin(turn)], [-np.sin(turn), np.cos(turn)]])
+    in_query = (corners - SIDE / 2) @ rotation.T + [query.width / 2, query.height / 2]
+    mapped = in_query @ transform[:, :2].T + transform[:, 2]
+    nearest = np.linalg.norm(mapped[:, None] - corners[None], axis=2).min(axis=1)
+    assert nearest.max() < 4.0, mapped  # 1.5% of the side
+
+
+def test_a_turned_flag_with_the_same_stripes_in_another_colour_is_not_identical():
+    sibling = flag(((20, 140, 60), (255, 255, 255), (230, 120, 30)))
+    assert not check(turned(flag(), 15.0), sibling).identical
