@@ -4,6 +4,7 @@ The pair check itself (verify.py) is replaced by a table of answers: what is und
 the checks, where they stop, and what each hit is left with."""
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ IDENTICAL = Verification(60, 80, (0.0, 0.0, 1.0, 1.0), False, 0.99, SAME)
 LOOKALIKE = Verification(0, 3, None, False)
 MISALIGNED = Verification(90, 95, (0.0, 0.0, 1.0, 1.0), False, 0.5)  # more inliers than IDENTICAL, pixels disagree
 THRESHOLDS = Thresholds(near_duplicate=1.01)
+ALIKE = np.tile(np.linspace(0, 255, 80, dtype=np.float32), (60, 1))  # a left-to-right ramp
+UNLIKE = np.tile(np.linspace(0, 255, 60, dtype=np.float32)[:, None], (1, 80))  # a top-to-bottom ramp
 
 
 class Catalogue:
@@ -31,12 +34,14 @@ class Catalogue:
         self.checks = checks
         self.unreadable = unreadable
         self.read: list[str] = []
+        self.unlike: set[str] = set()  # images whose thumbnail looks like no other's (the rest all alike)
 
     def get(self, content_hash: str) -> Features | None:
         self.read.append(content_hash)
         if content_hash in self.unreadable:
             return None
-        return Features(np.zeros((0, 2), np.float32), None, (1, 1), np.zeros((1, 1)), np.zeros((1, 1, 3)), content_hash)
+        thumb = UNLIKE if content_hash in self.unlike else ALIKE
+        return Features(np.zeros((0, 2), np.float32), None, (1, 1), thumb, np.zeros((1, 1, 3)), content_hash)
 
 
 class View:
@@ -56,6 +61,7 @@ class Checks(list[tuple[str, bool]]):
         super().__init__()
         self.copies: set[str] = set()
         self.outlines: list[str] = []  # the content hashes whose outline alignment was allowed
+        self.unlike: set[str] = set()  # the catalogue images that look like no other
 
     def __call__(self, query: Any, candidate: Features, mirrored: Any = None, outline: bool = False) -> Verification:
         content_hash = str(candidate.rgb)  # the fake catalogue keeps the hash there
@@ -67,7 +73,9 @@ class Checks(list[tuple[str, bool]]):
         return MISALIGNED if query == "blurred view" else IDENTICAL
 
     def catalogue(self, unreadable: frozenset[str] = frozenset()) -> Catalogue:
-        return Catalogue(self, unreadable)
+        catalogue = Catalogue(self, unreadable)
+        catalogue.unlike = self.unlike
+        return catalogue
 
 
 @pytest.fixture
@@ -256,3 +264,41 @@ def test_a_candidate_checked_unmirrored_below_the_mirrored_ranks_is_not_checked_
             hits([0.9 - 0.001 * i for i in range(VERIFY_TOP)]), [View()], rows(VERIFY_TOP), checked, THRESHOLDS
         )
     assert checks == []  # rank MIRROR_TOP is the first not mirrored: its plain check stands
+
+
+def test_once_a_copy_is_found_only_candidates_that_look_like_it_are_checked(checks):
+    """Every candidate about as similar as the copy (as random weights leave them) would be checked; those whose
+    thumbnail does not resemble the copy's can be neither another copy of it nor a sibling drawn the same."""
+    similarities = [0.95 - 0.001 * i for i in range(VERIFY_TOP)]
+    checks.unlike.update(f"h{i}" for i in range(1, VERIFY_TOP) if i % 3)  # two in three look like no other
+    found = run(checks, similarities, copies={0, 3})
+    assert checked_ids(checks) == [0] + [i for i in range(1, VERIFY_TOP) if i % 3 == 0]
+    assert found[3].level == MatchLevel.IDENTICAL  # another factory's copy is still found
+    assert all(found[i].verification is None for i in range(1, VERIFY_TOP) if i % 3)
+    checks.clear()
+    run(checks, similarities, copies=set())  # without a copy, nothing rules a candidate out
+    assert checked_ids(checks) == list(range(VERIFY_TOP))
+    checks.clear()
+    run(checks, similarities, copies={0}, exhaustive=True)  # calibration replays every candidate's evidence
+    assert checked_ids(checks) == list(range(VERIFY_TOP))
+
+
+def test_a_mirrored_lookalike_resembles_and_a_flat_thumbnail_resembles_nothing(checks):
+    catalogue = checks.catalogue()
+    catalogue.unlike = {"h1"}
+    thumbs = {"h0": ALIKE[:, ::-1], "h2": np.full((60, 80), 7.0)}  # the copy: the ramp mirrored
+    plain_get = catalogue.get
+
+    def get(content_hash: str) -> Features:
+        stored = plain_get(content_hash)
+        assert stored is not None
+        return replace(stored, thumb=thumbs[content_hash]) if content_hash in thumbs else stored
+
+    catalogue.get = get  # type: ignore[method-assign]
+    found = Evidence(catalogue, ThreadPoolExecutor(1))
+    copies: dict = {}
+    proven = with_evidence(Hit(0, "P0", "F0", 0.9), IDENTICAL, THRESHOLDS)
+    found._remember_copies([proven, Hit(1, "P1", "F1", 0.8)], rows(3), copies)
+    assert list(copies) == [0]
+    assert found._resembles("h5", copies)  # the ramp: the copy's mirror image
+    assert not found._resembles("h1", copies) and not found._resembles("h2", copies)  # another ramp; flat
