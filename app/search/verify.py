@@ -54,7 +54,6 @@ VERIFIED_INLIERS = 12
 # Aligned pixels of the same photo correlate at 0.95+ even re-coloured; unrelated products whose patterns
 # happen to align stay below 0.85 (tests/unit/test_verify.py, scripts/evaluate.py).
 IDENTICAL_AGREEMENT = 0.85
-CLEARLY_IDENTICAL = 0.97  # at or above this (and identical), the mirrored query is not tried
 # The whole product the same (compare.py): no region of differing pixels larger than MAX_REGION of the two
 # subjects, at most MAX_DIFFERENT of them in all, nor MAX_STROKES of either image's edges without a counterpart
 # in the other (another print or glyph, drawn in thin strokes), and the query shows at least MIN_VISIBLE of the
@@ -182,7 +181,7 @@ def verify(
     mirrored_query: Callable[[], Features] | None = None,
     outline: bool = False,
 ) -> Verification:
-    """Verify a pair; unless it is clearly identical as it is, try the mirrored query too (when given), and
+    """Verify a pair; unless it is identical as it is, try the mirrored query too (when given), and
     where keypoints cannot prove a catalogue image too plain for them identical, its outline (when `outline`):
     a flag's few keypoints often lie along one stripe's edge, which pins no turn or scale across it."""
     result = _by_keypoints(query, candidate, mirrored_query)
@@ -196,14 +195,12 @@ def verify(
 
 def _by_keypoints(query: Features, candidate: Features, mirrored_query: Callable[[], Features] | None) -> Verification:
     result = _verify(query, candidate)
-    if mirrored_query is None or (result.identical and result.agreement >= CLEARLY_IDENTICAL):
-        return result
+    if mirrored_query is None or result.identical:
+        return result  # identical as it came: the photo as it came is kept, whatever its mirror would show
     # A symmetric drawing aligns unmirrored too, its edges agreeing; only the whole comparison tells.
     flipped = replace(_verify(mirrored_query(), candidate), mirrored=True)
-    if result.identical != flipped.identical:
-        return flipped if flipped.identical else result
-    if result.identical:
-        return result  # both: the photo as it came
+    if flipped.identical:
+        return flipped
     closer = flipped.aligned and (not result.aligned or flipped.comparison.largest < result.comparison.largest)
     better = flipped.agreement > result.agreement + 0.02 and flipped.verified
     return flipped if closer or better else result

@@ -421,10 +421,10 @@ VERIFIED_ONLY = verification(agreement=0.5)
 @pytest.mark.parametrize(
     ("plain", "flipped", "tried", "kept"),
     [
-        (verification(agreement=0.97), PLAIN_IDENTICAL, False, "plain"),  # clearly identical: no mirror needed
+        (verification(agreement=0.97), PLAIN_IDENTICAL, False, "plain"),  # identical: no mirror needed
         (verification(agreement=0.99), PLAIN_IDENTICAL, False, "plain"),
-        (PLAIN_IDENTICAL, verification(agreement=0.99), True, "plain"),  # both identical: the photo as it came
-        (PLAIN_IDENTICAL, ALIGNED_APART, True, "plain"),
+        (PLAIN_IDENTICAL, verification(agreement=0.99), False, "plain"),  # its mirror could not do better
+        (PLAIN_IDENTICAL, ALIGNED_APART, False, "plain"),
         (ALIGNED_APART, PLAIN_IDENTICAL, True, "flipped"),  # identical only mirrored
         (VERIFIED_ONLY, ALIGNED_APART, True, "flipped"),  # aligned only mirrored
         (ALIGNED_APART, VERIFIED_ONLY, True, "plain"),
