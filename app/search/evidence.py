@@ -117,10 +117,10 @@ class Evidence:
                     copies[hit.image_id] = [thumb, np.ascontiguousarray(thumb[:, ::-1])]
 
     def _resembles(self, content_hash: str, copies: dict[int, list[np.ndarray]]) -> bool:
-        """The catalogue image looks like a proven copy, as it is or mirrored (an unreadable one is checked, to
-        be reported as such)."""
+        """The catalogue image looks like a proven copy, as it is or mirrored. An unreadable one does not: its
+        check would find it unreadable again, and leave it unverified as this does."""
         if (features := self.features.get(content_hash)) is None:
-            return True
+            return False
         thumb = _normalised(features.thumb)
         return any(float((thumb * other).mean()) >= RESEMBLES for both in copies.values() for other in both)
 

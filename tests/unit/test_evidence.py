@@ -302,3 +302,13 @@ def test_a_mirrored_lookalike_resembles_and_a_flat_thumbnail_resembles_nothing(c
     assert list(copies) == [0]
     assert found._resembles("h5", copies)  # the ramp: the copy's mirror image
     assert not found._resembles("h1", copies) and not found._resembles("h2", copies)  # another ramp; flat
+
+
+def test_after_a_copy_an_unreadable_candidate_is_read_once_and_left_unverified(checks):
+    checks.copies.clear()
+    checks.copies.add("h0")
+    catalogue = checks.catalogue(unreadable=frozenset({"h1"}))
+    with ThreadPoolExecutor(1) as pool:
+        found = Evidence(catalogue, pool).add(hits([0.9, 0.89, 0.88]), [View()], rows(3), {}, THRESHOLDS)
+    assert found[0].level == MatchLevel.IDENTICAL and found[1].verification is None
+    assert catalogue.read.count("h1") == 1 and checked_ids(checks) == [0, 2]
