@@ -101,6 +101,8 @@ def turn(query_edges: np.ndarray, catalogue_edges: np.ndarray) -> float:
     reach = int(MAX_TURN / width)
     shifts = np.arange(-reach - 1, reach + 2)
     scores = np.array([float(np.dot(np.roll(catalogue, int(shift)), query)) for shift in shifts])
+    if not scores.any():
+        return 0.0  # no edges on one side: nothing turned
     peak = int(np.argmax(scores[1:-1])) + 1
     below, at, above = scores[peak - 1 : peak + 2]
     curve = below - 2 * at + above

@@ -125,6 +125,8 @@ def test_the_turn_of_a_turned_copy_is_read_from_its_edges(angle):
     query = shapes.edges(np.asarray(turned(flag(), angle)))
     assert shapes.turn(query, shapes.edges(original)) == pytest.approx(angle, abs=2.0)
     assert abs(shapes.turn(shapes.edges(original), shapes.edges(original))) < 1.0
+    blank = shapes.edges(np.full((64, 64, 3), 255, np.uint8))
+    assert shapes.turn(blank, shapes.edges(original)) == 0.0 == shapes.turn(query, blank)  # nothing to turn
 
 
 @pytest.mark.parametrize("angle", [-18.0, 12.0])
