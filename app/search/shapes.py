@@ -42,7 +42,7 @@ def align(query: np.ndarray, catalogue: np.ndarray, size: tuple[int, int]) -> tu
     if min(height, width) < MIN_TEMPLATE:  # a strip a few pixels thin: nothing fits inside it, nor it inside
         return None
     small = cv2.resize(query, (width, height), interpolation=cv2.INTER_AREA)
-    views = _views(edges(small), edges(_shelf_size(catalogue, SIDE)))
+    views = _views(edges(small), edges(_resized(catalogue, SIDE)))
     best: tuple[float, np.ndarray] | None = None
     for scale in SCALES:
         shelf = _shelf(catalogue, scale * SIDE)
@@ -133,7 +133,8 @@ def _turned(picture: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
     return turned, np.vstack([rotation, [0.0, 0.0, 1.0]])
 
 
-def _shelf_size(catalogue: np.ndarray, longer: int) -> np.ndarray:
+def _resized(catalogue: np.ndarray, longer: float) -> np.ndarray:
+    """The catalogue image at `longer` pixels on its longer side (at least a pixel each way)."""
     k = longer / max(catalogue.shape[:2])
     size = (max(1, round(catalogue.shape[1] * k)), max(1, round(catalogue.shape[0] * k)))
     return cv2.resize(catalogue, size, interpolation=cv2.INTER_AREA)
@@ -146,11 +147,10 @@ def _mirror(width: int) -> np.ndarray:
 
 def _shelf(catalogue: np.ndarray, longer: float) -> tuple[np.ndarray, float] | None:
     """The catalogue image's edges at `longer` pixels on its longer side, and that scale; None if too small."""
-    k = longer / max(catalogue.shape[:2])
-    width, height = round(catalogue.shape[1] * k), round(catalogue.shape[0] * k)
-    if min(width, height) < MIN_TEMPLATE:
+    small = _resized(catalogue, longer)
+    if min(small.shape[:2]) < MIN_TEMPLATE:
         return None
-    return edges(cv2.resize(catalogue, (width, height), interpolation=cv2.INTER_AREA)), k
+    return edges(small), longer / max(catalogue.shape[:2])
 
 
 def _match(query_edges: np.ndarray, shelf: np.ndarray, k: float) -> tuple[float, np.ndarray] | None:
