@@ -213,15 +213,11 @@ def _by_outline(query: Features, candidate: Features) -> Verification | None:
     if found is None:
         return None
     from_rgb, _ = found
-    to_thumb = np.hstack([from_rgb[:, :2] / query.rgb_scale, from_rgb[:, 2:] * THUMB_SCALE])
-    agreement = _agreement(query.thumb, candidate.thumb, to_thumb)
     corners = np.array([[0, 0], [query.rgb.shape[1], query.rgb.shape[0]]], np.float32)
     region = _region(np.clip(corners @ from_rgb[:, :2].T + from_rgb[:, 2], 0, candidate.size), candidate.size)
     mirrored = bool(np.linalg.det(from_rgb[:, :2]) < 0)
-    result = Verification(0, 0, region, mirrored, agreement, aligned_by="outline")
-    if not result.aligned:
-        return result
-    return replace(result, comparison=compare(query.rgb, candidate.small, candidate.size, from_rgb))
+    transform = np.hstack([from_rgb[:, :2] / query.rgb_scale, from_rgb[:, 2:]])  # to the keypoints' pixels
+    return _judged(query, candidate, transform, Verification(0, 0, region, mirrored, aligned_by="outline"))
 
 
 def _verify(query: Features, candidate: Features) -> Verification:
@@ -253,10 +249,15 @@ def _verify(query: Features, candidate: Features) -> Verification:
         # costs 0.56 ms instead of 0.78 (scripts/bench_search.py's pairs, AMD EPYC family 25 model 17).
         return Verification(len(inlier_points), len(good), region, False)
     transform = _simplest(source[inliers], inlier_points, transform)
+    return _judged(query, candidate, transform, Verification(len(inlier_points), len(good), region, False))
+
+
+def _judged(query: Features, candidate: Features, transform: np.ndarray, found: Verification) -> Verification:
+    """An alignment (`transform`: 2x3, the query's keypoint pixels to the catalogue image's) judged: how well
+    the aligned pixels agree, and where they correspond, the whole product compared."""
     thumb_transform = transform.copy()
     thumb_transform[:, 2] *= THUMB_SCALE  # same rotation and scale; the shift shrinks with the thumbs
-    agreement = _agreement(query.thumb, candidate.thumb, thumb_transform)
-    result = Verification(len(inlier_points), len(good), region, False, agreement)
+    result = replace(found, agreement=_agreement(query.thumb, candidate.thumb, thumb_transform))
     if not result.aligned or query.rgb is None:
         return result  # the whole product is compared only where the two correspond
     from_rgb = np.hstack([transform[:, :2] * query.rgb_scale, transform[:, 2:]])  # the photo as it came
