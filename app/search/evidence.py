@@ -12,13 +12,16 @@ of the same picture (another factory selling it), or a sibling drawn the same bu
 then be told apart by fit. Either looks like the proven copy itself, so a candidate whose stored thumbnail does
 not resemble a proven copy's (as it is or mirrored) is left unchecked. Where the model cannot rule candidates
 out by similarity (random weights put every candidate within COPY_MARGIN), this is what ends a copy's search.
+One that does resemble it is shown by the query as the copy is, or mirrored if it is the copy's mirror image, so
+only then is the mirrored query tried; and where keypoints proved the copy, they would align such a candidate
+too, so its outline is not tried.
 """
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from itertools import takewhile
+from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from app.search.fusion import ImageRef
@@ -31,7 +34,8 @@ VERIFY_TOP = 30  # products checked with local features, best first
 # ranking came up in the first 10 (the 12 beyond were other products); trying all 30 doubled the matching work.
 MIRROR_TOP = 10
 # Of those, the first OUTLINE_TOP that are too plain for keypoints (a flag's stripes) are aligned by their
-# outlines when keypoints fail: 10-20 ms a pair (shapes.py), so only where the copy would be, near the top.
+# outlines when keypoints fail: 10-20 ms a pair (shapes.py), so only where the copy would be, near the top, and
+# only until keypoints prove a copy (_proven_by_keypoints).
 OUTLINE_TOP = 3
 # The best candidate is checked alone first: a copy (the usual search) is then decided after one pair, its
 # photo's mirror never needed; the rest go VERIFY_ROUND at a time, in parallel, deciding between rounds.
@@ -41,7 +45,6 @@ COPY_MARGIN = 0.05
 # other. Of 11,175 pairs of Twemoji images 1% reach 0.69; siblings drawn the same and copies of one picture
 # reach 0.9 and more. The bench's synthetic photos (one product centred on a plain ground) reach 0.73 in 10%.
 RESEMBLES = 0.7
-RESEMBLANCE_SIDE = 32
 # Candidates more than a model's span below the best one in similarity are not checked: a copy of the photo is
 # never that far below the best candidate. scripts/verify_span.py, effnet-lite0, every candidate checked: on
 # OpenMoji the 369 copies proven identical sat at most 0.081 below the best candidate (99% within 0.052), on
@@ -51,6 +54,15 @@ VERIFY_SPANS = {"effnet-lite0": 0.1}
 
 # Image id → its check (None: its stored copy could not be read), and whether the mirrored query was tried.
 Checked = dict[int, tuple[Verification | None, bool]]
+
+
+class _Copy(NamedTuple):
+    """A candidate proven identical: its thumbnail (Features.resemblance), that mirrored, and whether the query
+    shows it mirrored."""
+
+    thumb: np.ndarray
+    flipped: np.ndarray
+    mirrored: bool
 
 
 class Evidence:
@@ -75,11 +87,11 @@ class Evidence:
         `checked` holds the checks made so far (a second pass reuses the first's) and gains the new ones; `rows`
         says which stored image each id is."""
 
-        def check(image_id: int, rank: int) -> Verification | None:
-            return self._check(views, rows[image_id].content_hash, rank < MIRROR_TOP, rank < OUTLINE_TOP)
+        def check(image_id: int, mirror: bool, outline: bool) -> Verification | None:
+            return self._check(views, rows[image_id].content_hash, mirror, outline)
 
         done: list[Hit] = []
-        copies: dict[int, list[np.ndarray]] = {}  # proven identical image id → its thumbnail, plain and mirrored
+        copies: dict[int, _Copy] = {}  # the candidates proven identical so far
         top = hits[:VERIFY_TOP]
         if span is not None and not exhaustive and top:
             floor = top[0].similarity - span  # hits come best first: those checked stay a prefix of them
@@ -89,40 +101,51 @@ class Evidence:
                 break
             if not exhaustive:
                 self._remember_copies(done, rows, copies)
-            # Checked already, unless only unmirrored and now ranked where the mirror is tried (a second pass).
-            wanted = [
-                (hit.image_id, rank)
-                for rank, hit in enumerate(top[start:end], start)
-                if ((known := checked.get(hit.image_id)) is None or (rank < MIRROR_TOP and not known[1]))
-                and (not copies or self._resembles(rows[hit.image_id].content_hash, copies))
-            ]
+            outline = not (copies and _proven_by_keypoints(done))
+            wanted = []
+            for rank, hit in enumerate(top[start:end], start):
+                mirror = rank < MIRROR_TOP
+                if copies:  # only one drawn as a proven copy is, and mirrored only where it is the copy's mirror
+                    if not (sides := self._query_sides(rows[hit.image_id].content_hash, copies)):
+                        continue
+                    mirror = mirror and True in sides
+                # Checked already, unless without the mirror that is now to be tried (a second pass ranked it higher).
+                if (known := checked.get(hit.image_id)) is None or (mirror and not known[1]):
+                    wanted.append((hit.image_id, mirror, outline and rank < OUTLINE_TOP))
             # Pairs are checked in parallel: OpenCV releases the GIL, and one search otherwise leaves a core idle.
             results = list(self.pool.map(check, *zip(*wanted, strict=True))) if wanted else []
-            for (image_id, rank), result in zip(wanted, results, strict=True):
-                checked[image_id] = result, rank < MIRROR_TOP
+            for (image_id, mirror, _), result in zip(wanted, results, strict=True):
+                checked[image_id] = result, mirror
             done += [
                 with_evidence(hit, checked.get(hit.image_id, (None, False))[0], thresholds) for hit in top[start:end]
             ]
         return done + [with_evidence(hit, None, thresholds) for hit in hits[len(done) :]]
 
-    def _remember_copies(
-        self, done: list[Hit], rows: Mapping[int, ImageRef], copies: dict[int, list[np.ndarray]]
-    ) -> None:
+    def _remember_copies(self, done: list[Hit], rows: Mapping[int, ImageRef], copies: dict[int, _Copy]) -> None:
         """The thumbnails of the candidates proven identical so far, once each."""
         for hit in done:
-            if hit.level == MatchLevel.IDENTICAL and hit.image_id not in copies:
+            if hit.level == MatchLevel.IDENTICAL and hit.image_id not in copies and hit.verification is not None:
                 features = self.features.get(rows[hit.image_id].content_hash)
                 if features is not None:
-                    thumb = _normalised(features.thumb)
-                    copies[hit.image_id] = [thumb, np.ascontiguousarray(thumb[:, ::-1])]
+                    thumb = features.resemblance
+                    flipped = np.ascontiguousarray(thumb[:, ::-1])
+                    copies[hit.image_id] = _Copy(thumb, flipped, hit.verification.mirrored)
 
-    def _resembles(self, content_hash: str, copies: dict[int, list[np.ndarray]]) -> bool:
-        """The catalogue image looks like a proven copy, as it is or mirrored. An unreadable one does not: its
-        check would find it unreadable again, and leave it unverified as this does."""
+    def _query_sides(self, content_hash: str, copies: dict[int, _Copy]) -> set[bool]:
+        """Whether the query would show the catalogue image mirrored (True), as it is (False), or either way (a
+        symmetric drawing), were it a copy of the picture of a proven copy or of its mirror image: how the query
+        shows that copy tells. Empty where it looks like no proven copy, or is unreadable (its check would find
+        it unreadable again, and leave it unverified as skipping it does)."""
         if (features := self.features.get(content_hash)) is None:
-            return False
-        thumb = _normalised(features.thumb)
-        return any(float((thumb * other).mean()) >= RESEMBLES for both in copies.values() for other in both)
+            return set()
+        thumb = features.resemblance
+        sides = set()
+        for copy in copies.values():
+            if float((thumb * copy.thumb).mean()) >= RESEMBLES:
+                sides.add(copy.mirrored)
+            if float((thumb * copy.flipped).mean()) >= RESEMBLES:
+                sides.add(not copy.mirrored)
+        return sides
 
     def _check(self, views: list[QueryFeatures], content_hash: str, mirror: bool, outline: bool) -> Verification | None:
         """The best check of a catalogue image against any view (mirrored too, if `mirror`; by its outline too,
@@ -133,13 +156,12 @@ class Evidence:
         return max(results, key=lambda r: (r.identical, r.aligned, r.inliers))
 
 
-def _normalised(thumb: np.ndarray) -> np.ndarray:
-    """A thumbnail at RESEMBLANCE_SIDE square, zero mean and unit deviation: the mean of a product of two is their
-    correlation (0 for a flat one)."""
-    side = (RESEMBLANCE_SIDE, RESEMBLANCE_SIDE)
-    small = cv2.resize(np.asarray(thumb, np.float32), side, interpolation=cv2.INTER_AREA)
-    deviation = float(small.std())
-    return (small - small.mean()) / deviation if deviation > 1e-6 else np.zeros_like(small)
+def _proven_by_keypoints(done: list[Hit]) -> bool:
+    """A candidate is proven identical by keypoints. Later candidates are then not lined up by their outlines: one
+    that could change the answer (another copy of the picture, a sibling drawn the same) is drawn as the proven
+    one is, so keypoints align it too, and an outline's try costs 10-20 ms a pair."""
+    identical = [hit.verification for hit in done if hit.level == MatchLevel.IDENTICAL]
+    return any(found is not None and found.aligned_by == "keypoints" for found in identical)
 
 
 def verify_span(embedder_name: str) -> float | None:

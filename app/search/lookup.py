@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalog.index_sync import vector_from_bytes
@@ -79,14 +79,10 @@ class CatalogueReader:
     def image_refs(self, image_ids: Iterable[int]) -> Iterator[ImageRef]:
         """Product, factory, content hash and category of each image the database still has (a deleted one is
         skipped)."""
-        statement = (
-            select(Image.id, Image.product_id, Image.content_hash, Product.factory_id, Product.category)
-            .join(Product)
-            .where(Image.id.in_(list(image_ids)))
-        )
         # Core rows, kept as named tuples: the ORM's result machinery and Row attribute access cost as much as
         # the query itself (with the leaner fusing: the lookup of 200 hits 9.9 -> 5.6 ms, 1M catalogue).
-        return (ImageRef._make(row) for row in self.session.connection().execute(statement).all())
+        rows = self.session.connection().execute(_IMAGE_REFS, {"ids": list(image_ids)}).all()
+        return (ImageRef._make(row) for row in rows)
 
     def page_rows(
         self, factory_ids: list[str], product_ids: list[str]
@@ -100,6 +96,14 @@ class CatalogueReader:
         if image is None:
             raise NotFoundError(f"image {image_id} not found")
         return SourceImage(vector_from_bytes(image.embedding).astype(np.float32), image.product_id, image.content_hash)
+
+
+# Built once: building the statement for each search (its IN clause of 200 ids) cost 1 ms of its 2.
+_IMAGE_REFS = (
+    select(Image.id, Image.product_id, Image.content_hash, Product.factory_id, Product.category)
+    .join(Product)
+    .where(Image.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 def _filtered(query: Select[int, str], filters: SearchFilters) -> Select[int, str]:

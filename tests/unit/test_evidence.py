@@ -62,6 +62,7 @@ class Checks(list[tuple[str, bool]]):
         self.copies: set[str] = set()
         self.outlines: list[str] = []  # the content hashes whose outline alignment was allowed
         self.unlike: set[str] = set()  # the catalogue images that look like no other
+        self.plain: set[str] = set()  # copies too plain for keypoints: proven identical by their outlines
 
     def __call__(self, query: Any, candidate: Features, mirrored: Any = None, outline: bool = False) -> Verification:
         content_hash = str(candidate.rgb)  # the fake catalogue keeps the hash there
@@ -70,6 +71,8 @@ class Checks(list[tuple[str, bool]]):
             self.outlines.append(content_hash)
         if content_hash not in self.copies or query is None:
             return LOOKALIKE
+        if content_hash in self.plain:
+            return replace(IDENTICAL, inliers=0, aligned_by="outline") if outline else LOOKALIKE
         return MISALIGNED if query == "blurred view" else IDENTICAL
 
     def catalogue(self, unreadable: frozenset[str] = frozenset()) -> Catalogue:
@@ -121,6 +124,20 @@ def test_only_the_first_candidates_may_be_aligned_by_their_outlines(checks):
     run(checks, [0.9 - i * 0.001 for i in range(12)], copies=set())
     assert checks.outlines == [f"h{i}" for i in range(evidence.OUTLINE_TOP)]
     assert len(checks) == 12 and evidence.OUTLINE_TOP < evidence.MIRROR_TOP
+
+
+def test_once_keypoints_prove_a_copy_later_candidates_are_not_aligned_by_their_outlines(checks):
+    """Another copy of the picture, or a sibling drawn the same, would align by keypoints as the proven one did."""
+    similarities = [0.95 - 0.001 * i for i in range(12)]  # all about as similar: every one is checked
+    found = run(checks, similarities, copies={0, 2})
+    assert checked_ids(checks) == list(range(12)) and checks.outlines == ["h0"]
+    assert found[2].level == MatchLevel.IDENTICAL
+    checks.clear(), checks.outlines.clear()
+    checks.plain.add("h0")  # proven by its outline: a twin as plain as it may need its outline too
+    found = run(checks, similarities, copies={0, 2})
+    assert checks.outlines == [f"h{i}" for i in range(evidence.OUTLINE_TOP)]
+    assert found[0].verification is not None and found[0].verification.aligned_by == "outline"
+    assert found[0].level == MatchLevel.IDENTICAL and found[2].level == MatchLevel.IDENTICAL
 
 
 def test_checking_goes_on_by_rounds_while_the_next_candidate_is_about_as_similar_as_the_copy(checks):
@@ -283,10 +300,12 @@ def test_once_a_copy_is_found_only_candidates_that_look_like_it_are_checked(chec
     assert checked_ids(checks) == list(range(VERIFY_TOP))
 
 
-def test_a_mirrored_lookalike_resembles_and_a_flat_thumbnail_resembles_nothing(checks):
+def test_a_lookalike_is_shown_as_the_copy_is_its_mirror_image_the_other_way_and_a_flat_one_resembles_nothing(
+    checks,
+):
     catalogue = checks.catalogue()
     catalogue.unlike = {"h1"}
-    thumbs = {"h0": ALIKE[:, ::-1], "h2": np.full((60, 80), 7.0)}  # the copy: the ramp mirrored
+    thumbs = {"h0": ALIKE[:, ::-1], "h2": np.full((60, 80), 7.0), "h3": ALIKE[:, ::-1]}  # the copy: the ramp mirrored
     plain_get = catalogue.get
 
     def get(content_hash: str) -> Features:
@@ -296,12 +315,34 @@ def test_a_mirrored_lookalike_resembles_and_a_flat_thumbnail_resembles_nothing(c
 
     catalogue.get = get  # type: ignore[method-assign]
     found = Evidence(catalogue, ThreadPoolExecutor(1))
-    copies: dict = {}
-    proven = with_evidence(Hit(0, "P0", "F0", 0.9), IDENTICAL, THRESHOLDS)
-    found._remember_copies([proven, Hit(1, "P1", "F1", 0.8)], rows(3), copies)
-    assert list(copies) == [0]
-    assert found._resembles("h5", copies)  # the ramp: the copy's mirror image
-    assert not found._resembles("h1", copies) and not found._resembles("h2", copies)  # another ramp; flat
+    for query_mirrored in (False, True):
+        copies: dict = {}
+        proven = with_evidence(Hit(0, "P0", "F0", 0.9), replace(IDENTICAL, mirrored=query_mirrored), THRESHOLDS)
+        found._remember_copies([proven, Hit(1, "P1", "F1", 0.8)], rows(3), copies)
+        assert list(copies) == [0]
+        assert found._query_sides("h3", copies) == {query_mirrored}  # drawn as the copy: shown as it is
+        assert found._query_sides("h5", copies) == {not query_mirrored}  # the ramp: the copy's mirror image
+        assert found._query_sides("h1", copies) == found._query_sides("h2", copies) == set()  # another ramp; flat
+
+
+def test_after_a_copy_only_a_candidate_drawn_as_its_mirror_image_is_tried_mirrored(checks):
+    """A twin drawn as the copy is shown as the copy is; one that is its mirror image, mirrored."""
+    catalogue = checks.catalogue()
+    thumbs = {f"h{i}": ALIKE[:, ::-1] for i in (2, 4)}  # the copy's mirror image; the rest drawn as the copy
+    plain_get = catalogue.get
+
+    def get(content_hash: str) -> Features:
+        stored = plain_get(content_hash)
+        assert stored is not None
+        return replace(stored, thumb=thumbs[content_hash]) if content_hash in thumbs else stored
+
+    catalogue.get = get  # type: ignore[method-assign]
+    checks.copies.add("h0")
+    similarities = [0.9 - 0.001 * i for i in range(6)]  # all about as similar: every one is checked
+    with ThreadPoolExecutor(1) as pool:
+        found = Evidence(catalogue, pool).add(hits(similarities), [View()], rows(6), {}, THRESHOLDS)
+    assert checks == [("h0", True), ("h1", False), ("h2", True), ("h3", False), ("h4", True), ("h5", False)]
+    assert found[0].level == MatchLevel.IDENTICAL and all(hit.verification is not None for hit in found)
 
 
 def test_after_a_copy_an_unreadable_candidate_is_read_once_and_left_unverified(checks):
