@@ -431,3 +431,31 @@ def test_a_product_without_inner_edges_has_no_strokes_that_differ():
     plain[1:63, 1:63] = (200, 60, 60)
     result = flat_compared(plain, plain)
     assert result.colour_ok and result.strokes == 0.0 and result.largest == 0.0
+
+
+def _reference_hue_turn(turns: np.ndarray) -> float:
+    """The hue turn as first written, each pixel's angle computed: what the look-up tables must reproduce."""
+    angles = turns * (np.pi / 90)
+    counts, edges = np.histogram(np.mod(angles, 2 * np.pi), bins=compare_module.HUE_BINS, range=(0, 2 * np.pi))
+    peak = (edges[np.argmax(counts)] + np.pi / compare_module.HUE_BINS + np.pi) % (2 * np.pi) - np.pi
+    near = np.abs(np.angle(np.exp(1j * (angles - peak)))) <= compare_module.HUE_NEAR * np.pi / 180
+    return float(np.angle(np.mean(np.exp(1j * angles[near]))) * 90 / np.pi)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_hue_turn_from_tables_is_the_pixel_by_pixel_one_to_the_last_bit(seed):
+    rng = np.random.default_rng(seed)
+    centre, spread = rng.integers(-179, 180), rng.integers(0, 60)
+    turns = np.clip(centre + rng.integers(-spread, spread + 1, rng.integers(21, 5000)), -179, 179)
+    turns[: rng.integers(0, 10)] = rng.integers(-179, 180)  # a few pixels of a part that differs
+    cat, query = np.where(turns >= 0, turns, 0), np.where(turns >= 0, 0, -turns)  # 8-bit hues, as compare.py has them
+    observed = cat.astype(np.uint8) - query.astype(np.uint8).astype(np.float64)
+    assert compare_module._hue_turn(observed) == _reference_hue_turn(observed)
+
+
+def test_each_possible_hue_turn_falls_in_the_bin_numpys_histogram_puts_it_in():
+    tables = compare_module._TURNS
+    for turn in range(-179, 180):
+        wrapped = np.mod(np.array([turn * (np.pi / 90)]), 2 * np.pi)
+        counts, _ = np.histogram(wrapped, bins=compare_module.HUE_BINS, range=(0, 2 * np.pi))
+        assert tables.bins[turn + tables.offset] == int(np.argmax(counts))
