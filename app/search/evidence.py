@@ -35,7 +35,7 @@ VERIFY_TOP = 30  # products checked with local features, best first
 MIRROR_TOP = 10
 # Of those, the first OUTLINE_TOP that are too plain for keypoints (a flag's stripes) are aligned by their
 # outlines when keypoints fail: 10-20 ms a pair (shapes.py), so only where the copy would be, near the top, and
-# only until keypoints prove a copy (_proven_by_keypoints).
+# only until keypoints prove a copy.
 OUTLINE_TOP = 3
 # The best candidate is checked alone first: a copy (the usual search) is then decided after one pair, its
 # photo's mirror never needed; the rest go VERIFY_ROUND at a time, in parallel, deciding between rounds.
@@ -57,12 +57,13 @@ Checked = dict[int, tuple[Verification | None, bool]]
 
 
 class _Copy(NamedTuple):
-    """A candidate proven identical: its thumbnail (Features.resemblance), that mirrored, and whether the query
-    shows it mirrored."""
+    """A candidate proven identical: its thumbnail (Features.resemblance), that mirrored, whether the query shows
+    it mirrored, and whether keypoints (not its outline) proved it."""
 
     thumb: np.ndarray
     flipped: np.ndarray
     mirrored: bool
+    by_keypoints: bool
 
 
 class Evidence:
@@ -101,7 +102,9 @@ class Evidence:
                 break
             if not exhaustive:
                 self._remember_copies(done, rows, copies)
-            outline = not (copies and _proven_by_keypoints(done))
+            # A copy keypoints proved: one that could change the answer (another copy of the picture, a sibling
+            # drawn the same) is drawn as it is, so keypoints align it too; an outline's try costs 10-20 ms.
+            outline = not any(copy.by_keypoints for copy in copies.values())
             wanted = []
             for rank, hit in enumerate(top[start:end], start):
                 mirror = rank < MIRROR_TOP
@@ -129,7 +132,8 @@ class Evidence:
                 if features is not None:
                     thumb = features.resemblance
                     flipped = np.ascontiguousarray(thumb[:, ::-1])
-                    copies[hit.image_id] = _Copy(thumb, flipped, hit.verification.mirrored)
+                    found = hit.verification
+                    copies[hit.image_id] = _Copy(thumb, flipped, found.mirrored, found.aligned_by == "keypoints")
 
     def _query_sides(self, content_hash: str, copies: dict[int, _Copy]) -> set[bool]:
         """Whether the query would show the catalogue image mirrored (True), as it is (False), or either way (a
@@ -154,14 +158,6 @@ class Evidence:
             return None
         results = [verify(view.features, features, view.mirrored if mirror else None, outline) for view in views]
         return max(results, key=lambda r: (r.identical, r.aligned, r.inliers))
-
-
-def _proven_by_keypoints(done: list[Hit]) -> bool:
-    """A candidate is proven identical by keypoints. Later candidates are then not lined up by their outlines: one
-    that could change the answer (another copy of the picture, a sibling drawn the same) is drawn as the proven
-    one is, so keypoints align it too, and an outline's try costs 10-20 ms a pair."""
-    identical = [hit.verification for hit in done if hit.level == MatchLevel.IDENTICAL]
-    return any(found is not None and found.aligned_by == "keypoints" for found in identical)
 
 
 def verify_span(embedder_name: str) -> float | None:
