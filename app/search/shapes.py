@@ -21,6 +21,9 @@ SIDE = 64  # pixels on the query's longer side while matching
 SCALES = tuple(float(s) for s in np.geomspace(0.45, 1.6, 14))
 MIN_SCORE = 0.6  # normalised correlation of the edges below which no alignment is reported
 MIN_TEMPLATE = 12  # pixels: a smaller template matches anything
+# A place on the picture whose edges vary less than this share of the template's (standard deviation) is blank
+# there, and matches nothing: a drawing's own place varies about as much as the drawing.
+FLAT_WINDOW = 0.1
 ORIENTATION_BINS = 90  # 2 degrees each, over half a turn: an edge's direction, whichever side is darker
 MAX_TURN = 30  # degrees either way: evaluate.py's turned copies are turned 8-25
 MIN_TURN = 4  # degrees: a smaller turn is left to the refinement of the upright alignment
@@ -153,6 +156,20 @@ def _shelf(catalogue: np.ndarray, longer: float) -> tuple[np.ndarray, float] | N
     return edges(small), longer / max(catalogue.shape[:2])
 
 
+def _flat_windows(image: np.ndarray, shape: tuple[int, ...], floor: float) -> np.ndarray:
+    """Per placement of a template of `shape` on `image` (as matchTemplate's result is laid out), whether the
+    picture under it varies by less than `floor` (standard deviation)."""
+    height, width = shape[:2]
+    sums, squares = cv2.integral2(image, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
+
+    def windowed(table: np.ndarray) -> np.ndarray:
+        return table[height:, width:] - table[:-height, width:] - table[height:, :-width] + table[:-height, :-width]
+
+    count = height * width
+    variance = windowed(squares) / count - (windowed(sums) / count) ** 2
+    return variance < floor**2
+
+
 def _match(query_edges: np.ndarray, shelf: np.ndarray, k: float) -> tuple[float, np.ndarray] | None:
     """The query's edges matched with the catalogue's at scale `k`, whichever lies inside the other: (score, 3x3
     transform from the query's matching pixels to the catalogue's small copy), or None where neither fits."""
@@ -167,6 +184,10 @@ def _match(query_edges: np.ndarray, shelf: np.ndarray, k: float) -> tuple[float,
     if template.std() < 1e-3 or image.std() < 1e-3:
         return None  # nothing drawn: every place matches as well
     scores = cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED)
+    # Where the picture under the template is blank, the correlation divides nothing by nearly nothing: OpenCV
+    # then reports anything up to 1.0, and which depends on how its threads split the work (a flag's crop scored
+    # 1.0 or 0.89 from one run to the next). Such a place matches no drawing.
+    scores[_flat_windows(image, template.shape, FLAT_WINDOW * float(template.std()))] = 0.0
     _, score, _, (x, y) = cv2.minMaxLoc(scores)
     transform = np.array([[1 / k, 0, sign * x / k], [0, 1 / k, sign * y / k], [0, 0, 1.0]])
     return float(score), transform
