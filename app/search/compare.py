@@ -131,8 +131,8 @@ def _difference(catalogue: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Per pixel, how far the two pictures' colours are apart within a pixel of misalignment, and past the
     fringes a JPEG leaves along colour edges."""
     return np.minimum(
-        _distance_within_a_pixel(catalogue, query),
-        _distance_within_a_pixel(_colour_blurred(catalogue), _colour_blurred(query)),
+        _distance_to_local_range(catalogue, query),
+        _distance_to_local_range(_colour_blurred(catalogue), _colour_blurred(query)),
     )
 
 
@@ -303,21 +303,20 @@ def _strokes_differ(catalogue: np.ndarray, query: np.ndarray, where: np.ndarray)
     return max(shares)
 
 
-def _distance_within_a_pixel(catalogue: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Per catalogue pixel, the RGB distance to the nearest of the query's pixels around it (alignment is good
-    to about a pixel at this scale)."""
-    height, width = catalogue.shape[:2]
-    padded = cv2.copyMakeBorder(query, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
-    sum_channels = np.ones((1, 3), np.float32)
-    difference = np.empty_like(catalogue)  # reused: nine shifts, no new arrays
-    best: np.ndarray | None = None
-    for dy in range(3):
-        for dx in range(3):
-            np.subtract(catalogue, padded[dy : dy + height, dx : dx + width], out=difference)
-            squared = cv2.transform(np.multiply(difference, difference, out=difference), sum_channels)
-            best = squared if best is None else np.minimum(best, squared, out=best)
-    assert best is not None
-    return np.sqrt(best)
+def _distance_to_local_range(catalogue: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Per catalogue pixel, the RGB distance to the range of colours the query takes around it (per channel, the
+    lowest and highest over its 3x3 neighbourhood). Alignment is good to about a pixel, and rarely to a whole
+    one: an edge shifted by a fraction of a pixel, or resampled, gives pixels *between* the two sides' colours,
+    which none of the query's neighbouring pixels matches but their range holds."""
+    low = cv2.erode(query, _NEIGHBOURHOOD, borderType=cv2.BORDER_REPLICATE)
+    high = cv2.dilate(query, _NEIGHBOURHOOD, borderType=cv2.BORDER_REPLICATE)
+    # In place: a new array per step cost five times the arithmetic (65 against 366 µs at 128 px).
+    below, above = np.subtract(low, catalogue, out=low), np.subtract(catalogue, high, out=high)
+    outside = np.maximum(np.maximum(below, above, out=below), 0, out=below)
+    return np.sqrt(cv2.transform(np.multiply(outside, outside, out=outside), np.ones((1, 3), np.float32)))
+
+
+_NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
 
 
 def _colour_blurred(rgb: np.ndarray) -> np.ndarray:
