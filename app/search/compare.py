@@ -151,10 +151,11 @@ def _recolour(
 ) -> tuple[np.ndarray, bool]:
     """The warped query after the global colour change that best explains the catalogue image's colours, and
     whether that change is within the bounds. The change is a photo editor's, in HSV: the hues turned and the
-    saturations scaled (both found from the pixels coloured in both), the values scaled (from every lit
-    overlapping pixel: a white background pins it, so a part lighter or darker than its counterpart, a skin
-    tone, cannot pass for a brighter photo; the price is that a brightened photo of a product filling its
-    whole frame reads as a difference, while darkened ones pass)."""
+    saturations scaled (both found from every overlapping pixel coloured in both, background included: a tile
+    that fills its frame is background to the subjects' mask, and a banner over it was all that was left to
+    set the hue), the values scaled (from every lit overlapping pixel: a white background pins it, so a part
+    lighter or darker than its counterpart, a skin tone, cannot pass for a brighter photo; the price is that a
+    brightened photo of a product filling its whole frame reads as a difference, while darkened ones pass)."""
     # Each HSV plane kept as OpenCV gives it (uint8, contiguous) and brought to float64 only where arithmetic
     # needs it: the same values as converting the whole pictures first, with less to convert and to index.
     # float64: in float32 a hue turn of exactly 60° reads 60.0000076 and fails its own inclusive limit.
@@ -163,7 +164,7 @@ def _recolour(
     cat_h, cat_s, cat_v = cv2.split(cat_hsv)
     lit = valid & (query_v > 40)
     value_gain = float(np.median(cat_v[lit] / query_v[lit].astype(np.float64))) if lit.sum() > MIN_PIXELS else 1.0
-    coloured = subjects & (query_s > 50) & (cat_s > 50) & (query_v > 50) & (cat_v > 50)
+    coloured = valid & (query_s > 50) & (cat_s > 50) & (query_v > 50) & (cat_v > 50)
     hue_turn, saturation_gain = 0.0, 1.0  # OpenCV hue: 0..180 for 0..360 degrees
     if coloured.sum() > MIN_PIXELS:
         hue_turn = _hue_turn(cat_h[coloured] - query_h[coloured].astype(np.float64))

@@ -251,17 +251,19 @@ def test_white_stays_white_through_the_colour_change(red, differs):
         assert result.different == 0.0 and result.largest == 0.0, result
 
 
-def test_a_banner_over_a_coloured_background_is_an_occluder():
+@pytest.mark.parametrize("banner", [(30, 30, 30), (200, 20, 50)])
+def test_a_banner_over_a_coloured_background_is_an_occluder(banner):
     """The background's colour is the median of the four edges, channel by channel: on a blue background the
-    product is the white panel alone, and a dark banner across the top lies over the background. (A banner
-    in a vivid colour over a vivid background would be taken for a colour change: the change is estimated
-    before the occluders are found.)"""
+    product is the white panel alone, and a banner across the top lies over the background. A vivid one (red
+    over blue: a letter tile filling its frame) once set the colour change, which was found from the subjects'
+    pixels alone, the banner's among them and the blue not: its hue turn of 139 degrees failed every copy."""
     catalogue = Image.new("RGB", (SIDE, SIDE), (40, 120, 200))
     ImageDraw.Draw(catalogue).rectangle((70, 70, 186, 186), fill="white", outline="black", width=5)
     query = catalogue.copy()
-    ImageDraw.Draw(query).rectangle((0, 0, SIDE, 30), fill=(30, 30, 30))
+    ImageDraw.Draw(query).rectangle((0, 0, SIDE, 40), fill=banner)
     ImageDraw.Draw(query).text((10, 10), "HOT SALE -50%", fill="white")
     result = compared(query, catalogue)
+    assert result.colour_ok, result
     assert result.occluded > 0.05 and result.largest <= MAX_REGION and result.visible > 0.95, result
     assert compared(catalogue, catalogue).visible == 1.0
 
