@@ -104,6 +104,18 @@ def test_a_nearly_blank_stretch_of_the_picture_matches_no_template(seed):
     assert transform[:2, 2].tolist() == [-115.0, -15.0]  # where the ring is, not in the blank
 
 
+def test_flat_places_are_those_whose_own_spread_is_below_the_floor():
+    rng = np.random.default_rng(3)
+    picture = rng.random((20, 30)).astype(np.float32) * np.linspace(0, 4, 30, dtype=np.float32)  # spread grows
+    floor = 0.5
+    flat = shapes._flat_windows(picture, (5, 7), floor)
+    expected = np.array(
+        [[picture[y : y + 5, x : x + 7].std() < floor for x in range(30 - 7 + 1)] for y in range(20 - 5 + 1)]
+    )
+    assert flat.shape == expected.shape and (flat == expected).all()
+    assert flat.any() and not flat.all()
+
+
 @pytest.mark.parametrize("shape", [(1, 300), (300, 1), (2, 2), (5, 400), (400, 5)])
 def test_a_query_too_thin_to_hold_a_template_aligns_with_nothing_and_does_not_fail(shape):
     """A 1 x 300 photo once made OpenCV's resize raise (an empty size): the search failed instead of answering."""
