@@ -4,7 +4,8 @@ A competitor's photo often carries a frame: a uniform pad, a studio backdrop, a 
 bars and margins. `subject_box` trims rows and columns that look like the border; `query_crops` gives the
 crops searched together (the whole photo and the trimmed subject), whose results are fused by taking each
 catalogue image's best similarity over the crops. A photo pasted at a tilt on a plain fill is first turned
-straight.
+straight. A tight crop has the opposite problem, its product too big in the frame: `zoomed_out` puts the room
+back around it.
 """
 
 import math
@@ -29,6 +30,7 @@ MAX_SUBJECTS = 6
 # A subject's box keeps a margin of this share of its side: catalogue photos show products with room around
 # them, and a tight crop embeds further from them (a test's mug: third place tight, first with the margin).
 SUBJECT_MARGIN = 0.15
+ZOOM_OUT = 0.7  # a tight crop's photo shrunk to this share of its size, for the room a catalogue photo leaves
 
 
 def parse_bbox(text: str, size: tuple[int, int]) -> Box:
@@ -138,6 +140,18 @@ def _differs(rgb: np.ndarray, colour: np.ndarray, tolerance: int) -> np.ndarray:
     """uint8 mask, 1 where some channel of the pixel is more than `tolerance` from `colour`."""
     low, high = np.clip(colour - tolerance, 0, 255), np.clip(colour + tolerance, 0, 255)
     return (cv2.inRange(rgb, low.astype(np.uint8), high.astype(np.uint8)) == 0).astype(np.uint8)
+
+
+def zoomed_out(image: Image.Image, zoom: float = ZOOM_OUT) -> Image.Image:
+    """The photo shrunk to `zoom` of its size, centred on a canvas of its border's colour: what a tight crop of a
+    catalogue photo would look like with the room around its product put back."""
+    pixels = np.asarray(image.convert("RGB"))
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    colour = tuple(int(c) for c in np.median(border, axis=0))
+    canvas = Image.new("RGB", image.size, colour)
+    small = image.convert("RGB").resize((max(1, round(image.width * zoom)), max(1, round(image.height * zoom))))
+    canvas.paste(small, ((image.width - small.width) // 2, (image.height - small.height) // 2))
+    return canvas
 
 
 def query_crops(image: Image.Image, auto_crop: bool) -> list[Image.Image]:

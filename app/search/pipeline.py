@@ -22,7 +22,7 @@ from PIL import Image as PILImage
 from app.catalog.types import FactoryInfo, ProductInfo
 from app.core.errors import InvalidInputError
 from app.search.categories import NEIGHBOURS, CategoryGuess, blend, neighbour_vote, text_match
-from app.search.crops import parse_bbox, query_crops, scale_box, subject_boxes
+from app.search.crops import parse_bbox, query_crops, scale_box, subject_boxes, zoomed_out
 from app.search.evidence import VERIFY_TOP, Checked, Evidence
 from app.search.fusion import ImageRef, best_per_image, fuse_views
 from app.search.lookup import CatalogueReader, SearchLookup
@@ -261,13 +261,14 @@ class SearchService:
                 if options.verify:  # extracted while FAISS searches, on the other core
                     query.local_features(self.verify_pool)
                 ranked = self._ranked(reader, query, options, allowed, where, timings)
-                # The photo alone found no clear match: the product may be framed, padded or tilted, so its crops
-                # are searched too, where it has any. A clear match (the usual case) costs one forward pass.
+                # The photo alone found no clear match: the product may be framed, padded, tilted or cropped tight,
+                # so its crops (where it has any) and the photo zoomed out are searched too, in one more forward
+                # pass. A clear match (the usual case) costs one forward pass.
                 second_pass = False
                 if any(query.crop_later) and not settled(ranked):
                     with _timed(timings, "decode"):
                         crops = [
-                            query_crops(photo, auto_crop=True)[1:] if later else []
+                            [*query_crops(photo, auto_crop=True)[1:], zoomed_out(photo)] if later else []
                             for photo, later in zip(query.photos, query.crop_later, strict=True)  # pragma: no mutate
                         ]
                     if second_pass := any(crops):

@@ -6,7 +6,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from app.core.errors import InvalidInputError
 from app.demo.sample_catalogue import Design, factory_palette, render_product
-from app.search.crops import deskewed, parse_bbox, query_crops, scale_box, subject_box, subject_boxes
+from app.search.crops import deskewed, parse_bbox, query_crops, scale_box, subject_box, subject_boxes, zoomed_out
 
 PRODUCTS = [render_product(Design(seed=s, palette=factory_palette(s % 5)), size=320) for s in range(1, 4)]
 
@@ -71,6 +71,16 @@ def test_only_tilted_rectangles_on_a_plain_fill_are_deskewed():
     upright = PRODUCTS[2].resize((240, 200)).crop((65, 31, 181, 151))  # the product alone: nothing to trim
     photo, straight = query_crops(tilted(upright, 15), auto_crop=True)  # straightened, then nothing to trim
     assert subject_box(upright) is None and abs(straight.width - 116) <= 3 and abs(straight.height - 120) <= 3
+
+
+def test_a_photo_zoomed_out_keeps_its_size_with_itself_shrunk_in_the_middle_on_its_border_colour():
+    photo = Image.new("RGB", (200, 100), (10, 200, 30))
+    photo.paste((250, 0, 0), (20, 10, 180, 90))  # a red product filling most of a green photo
+    zoomed = np.asarray(zoomed_out(photo, 0.5))
+    assert zoomed.shape == (100, 200, 3)
+    assert zoomed[2, 2].tolist() == [10, 200, 30] and zoomed[50, 20].tolist() == [10, 200, 30]  # the room around
+    assert zoomed[50, 100].tolist() == [250, 0, 0] and zoomed[33, 63].tolist() == [250, 0, 0]  # the product, half
+    assert zoomed[26, 100].tolist() == [10, 200, 30]  # its top edge moved from row 10 to row 30
 
 
 def test_a_box_on_the_upload_is_moved_onto_the_reduced_copy():
