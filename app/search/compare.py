@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from app.search.crops import border_colour
+
 SIDE = 128  # the catalogue image is compared at this many pixels on its longer side, or the query's resolution
 SUBJECT = 30.0  # RGB distance from the border colour above which a pixel belongs to the subject
 DIFFERENT = 24.0  # RGB distance, after the colour change and within a pixel, above which two pixels differ
@@ -101,10 +103,10 @@ def compare(query: np.ndarray, candidate: np.ndarray, size: tuple[int, int], tra
     valid = ~np.isnan(warped[..., 0])  # outside the query every channel is NaN alike, inside none
     warped = np.nan_to_num(warped)
     cat = catalogue.astype(np.float32)
-    product = _distance(cat, _border_colour(cat)) > SUBJECT
+    product = _distance(cat, border_colour(cat)) > SUBJECT
     if product.sum() < MIN_PIXELS or valid.sum() < MIN_PIXELS:
         return NOT_COMPARED
-    shown = valid & (_distance(warped, _border_colour(query.astype(np.float32))) > SUBJECT)
+    shown = valid & (_distance(warped, border_colour(query.astype(np.float32))) > SUBJECT)
     subjects = (product & valid) | shown
     recoloured, colour_ok = _recolour(warped, catalogue, valid, subjects)
     differing = subjects & (_difference(cat, recoloured) > DIFFERENT)
@@ -139,11 +141,6 @@ def _difference(catalogue: np.ndarray, query: np.ndarray) -> np.ndarray:
 def _distance(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
     difference = rgb - colour.astype(np.float32)
     return np.sqrt(cv2.transform(difference * difference, np.ones((1, 3), np.float32)))
-
-
-def _border_colour(rgb: np.ndarray) -> np.ndarray:
-    edge = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    return np.median(edge, axis=0)
 
 
 def _recolour(

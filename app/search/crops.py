@@ -88,8 +88,7 @@ def subject_boxes(image: Image.Image, limit: int = MAX_SUBJECTS) -> list[Box]:
     photo) when there is one or the background is not plain."""
     rgb = cv2.medianBlur(np.asarray(image.convert("RGB")), 3)
     height, width = rgb.shape[:2]
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
-    content = _differs(rgb, np.median(border, axis=0), BORDER_TOLERANCE)
+    content = _differs(rgb, border_colour(rgb), BORDER_TOLERANCE)
     gap = max(1, round(SUBJECT_GAP * max(width, height)))
     joined = cv2.dilate(content, np.ones((gap, gap), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
@@ -142,12 +141,15 @@ def _differs(rgb: np.ndarray, colour: np.ndarray, tolerance: int) -> np.ndarray:
     return (cv2.inRange(rgb, low.astype(np.uint8), high.astype(np.uint8)) == 0).astype(np.uint8)
 
 
+def border_colour(rgb: np.ndarray) -> np.ndarray:
+    """The median colour of the picture's four edges, channel by channel: its background, where it has one."""
+    return np.median(np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]), axis=0)
+
+
 def zoomed_out(image: Image.Image, zoom: float = ZOOM_OUT) -> Image.Image:
     """The photo shrunk to `zoom` of its size, centred on a canvas of its border's colour: what a tight crop of a
     catalogue photo would look like with the room around its product put back."""
-    pixels = np.asarray(image.convert("RGB"))
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    colour = tuple(int(c) for c in np.median(border, axis=0))
+    colour = tuple(int(c) for c in border_colour(np.asarray(image.convert("RGB"))))
     canvas = Image.new("RGB", image.size, colour)
     small = image.convert("RGB").resize((max(1, round(image.width * zoom)), max(1, round(image.height * zoom))))
     canvas.paste(small, ((image.width - small.width) // 2, (image.height - small.height) // 2))

@@ -264,15 +264,14 @@ class SearchService:
                 # The photo alone found no clear match: the product may be framed, padded, tilted or cropped tight,
                 # so its crops (where it has any) and the photo zoomed out are searched too, in one more forward
                 # pass. A clear match (the usual case) costs one forward pass.
-                second_pass = False
-                if any(query.crop_later) and not settled(ranked):
+                second_pass = any(query.crop_later) and not settled(ranked)
+                if second_pass:
                     with _timed(timings, "decode"):
                         crops = [
                             [*query_crops(photo, auto_crop=True)[1:], zoomed_out(photo)] if later else []
                             for photo, later in zip(query.photos, query.crop_later, strict=True)  # pragma: no mutate
                         ]
-                    if second_pass := any(crops):
-                        pixels = self._pixels(crops, timings)
+                    pixels = self._pixels(crops, timings)
             if second_pass:
                 more = self._embed(pixels, crops, timings, None)
                 query.views = [np.concatenate([done, new]) for done, new in zip(query.views, more, strict=True)]
