@@ -149,9 +149,9 @@ def border_colour(rgb: np.ndarray) -> np.ndarray:
 def zoomed_out(image: Image.Image, zoom: float = ZOOM_OUT) -> Image.Image:
     """The photo shrunk to `zoom` of its size, centred on a canvas of its border's colour: what a tight crop of a
     catalogue photo would look like with the room around its product put back."""
-    colour = tuple(int(c) for c in border_colour(np.asarray(image.convert("RGB"))))
-    canvas = Image.new("RGB", image.size, colour)
-    small = image.convert("RGB").resize((max(1, round(image.width * zoom)), max(1, round(image.height * zoom))))
+    rgb = image.convert("RGB")
+    canvas = Image.new("RGB", image.size, tuple(int(c) for c in border_colour(np.asarray(rgb))))
+    small = rgb.resize((max(1, round(image.width * zoom)), max(1, round(image.height * zoom))))
     canvas.paste(small, ((image.width - small.width) // 2, (image.height - small.height) // 2))
     return canvas
 

@@ -181,13 +181,14 @@ def _match(query_edges: np.ndarray, shelf: np.ndarray, k: float) -> tuple[float,
         image, template, sign = shelf, query_edges, 1.0
     else:
         return None
-    if template.std() < 1e-3 or image.std() < 1e-3:
+    spread = float(template.std())
+    if spread < 1e-3 or image.std() < 1e-3:
         return None  # nothing drawn: every place matches as well
     scores = cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED)
     # Where the picture under the template is blank, the correlation divides nothing by nearly nothing: OpenCV
     # then reports anything up to 1.0, and which depends on how its threads split the work (a flag's crop scored
     # 1.0 or 0.89 from one run to the next). Such a place matches no drawing.
-    scores[_flat_windows(image, template.shape, FLAT_WINDOW * float(template.std()))] = 0.0
+    scores[_flat_windows(image, template.shape, FLAT_WINDOW * spread)] = 0.0
     _, score, _, (x, y) = cv2.minMaxLoc(scores)
     transform = np.array([[1 / k, 0, sign * x / k], [0, 1 / k, sign * y / k], [0, 0, 1.0]])
     return float(score), transform
